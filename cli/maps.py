@@ -1,0 +1,76 @@
+"""``llmstd maps list`` and ``llmstd maps show ARCH``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from llmstd import maps as naming_maps
+from llmstd.cli.errors import handle_errors
+from llmstd.cli.options import Json, print_json
+
+app = typer.Typer(help="List and show the naming maps (one per architecture).", no_args_is_help=True)
+
+
+@app.command("list")
+@handle_errors
+def list_maps(json_out: Json = False) -> None:
+    """List the architectures llmstd has naming maps for."""
+    rows = []
+    for arch in naming_maps.available():
+        nmap = naming_maps.load(arch)
+        rows.append({"architecture": arch, "dialects": list(nmap.dialects), "model_types": list(nmap.model_types),
+                     "description": nmap.description, "file": str(nmap.path)})
+    if json_out:
+        print_json(rows)
+        return
+    table = Table()
+    for column in ("architecture", "dialects", "description"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(row["architecture"], ", ".join(row["dialects"]), escape(row["description"]))
+    Console(highlight=False).print(table)
+
+
+@app.command("show")
+@handle_errors
+def show(arch: Annotated[str, typer.Argument(help="Architecture name, e.g. llama.")], json_out: Json = False) -> None:
+    """Show every canonical tensor of one architecture with its name and transforms per dialect."""
+    nmap = naming_maps.load(arch)
+    entries = []
+    for entry in nmap.entries:
+        entries.append({
+            "canonical": list(entry.canonical),
+            "dialects": {d: {"name": n.name, "transforms": [s.describe() for s in n.steps], "aliases": list(n.aliases)}
+                         for d, n in entry.dialects.items()},
+        })
+    if json_out:
+        print_json({"architecture": nmap.architecture, "file": str(nmap.path), "tensors": entries,
+                    "ignored": {d: [{"pattern": i.pattern, "reason": i.reason} for i in dl.ignore]
+                                for d, dl in nmap.dialects.items()}})
+        return
+    out = Console(highlight=False)
+    out.print(f"[bold]{nmap.architecture}[/] — {escape(nmap.description)}\n  {nmap.path}")
+    table = Table()
+    table.add_column("canonical")
+    for dialect in nmap.dialects:
+        table.add_column(dialect)
+    for entry in entries:
+        cells = []
+        for dialect in nmap.dialects:
+            d = entry["dialects"].get(dialect)
+            if d is None:
+                cells.append("—")
+                continue
+            ops = " ".join(s["op"] + "(" + ", ".join(f"{k}={v}" for k, v in s.items() if k != "op") + ")"
+                           for s in d["transforms"])
+            cells.append(d["name"] + (f"  [dim]{ops}[/]" if ops else ""))
+        table.add_row("\n".join(entry["canonical"]), *cells)
+    out.print(table)
+    for dialect, dl in nmap.dialects.items():
+        for ig in dl.ignore:
+            out.print(f"  {dialect} ignores {escape(ig.pattern)}: {escape(ig.reason)}")

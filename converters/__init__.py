@@ -1,0 +1,1 @@
+"""Container readers and writers: bytes on disk <-> named lazy tensors. No parameter names here."""

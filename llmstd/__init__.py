@@ -1,0 +1,35 @@
+"""llmstd: one canonical format for language-model checkpoints, and converters around it.
+
+Python API (mirrors the CLI)::
+
+    import llmstd
+    report = llmstd.convert("gpt2-hf/", "gpt2-canonical/", to="canonical")
+    ckpt = llmstd.load("gpt2-canonical/")       # lazy canonical tensors + canonical config
+    info = llmstd.inspect("gpt2-hf/")
+
+Heavy frameworks (torch, tensorflow, onnx) are imported only by the operations that need them.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from llmstd.checkpoint import Checkpoint  # noqa: E402
+from llmstd.config import CanonicalConfig  # noqa: E402
+from llmstd.convert import ConversionReport, convert, load  # noqa: E402
+from llmstd.errors import LlmstdError  # noqa: E402
+from llmstd.inspection import InspectReport, inspect  # noqa: E402
+from llmstd.vocab import SPEC_VERSION  # noqa: E402
+
+__all__ = [
+    "CanonicalConfig",
+    "Checkpoint",
+    "ConversionReport",
+    "InspectReport",
+    "LlmstdError",
+    "SPEC_VERSION",
+    "convert",
+    "inspect",
+    "load",
+    "__version__",
+]

@@ -1,0 +1,100 @@
+"""Atomic output directories: everything is written into a hidden staging directory next to the
+destination, fsynced, and moved into place with one rename (or an atomic exchange when replacing an
+existing output). A crash at any point leaves either no destination or the complete previous one;
+the staging directory is removed on error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import errno
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from llmstd.errors import OutputError
+
+STAGING_MARK = ".llmstd-staging-"
+_RENAME_EXCHANGE = 2  # linux/fs.h
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths with renameat2(RENAME_EXCHANGE); False where unsupported."""
+    libc_name = ctypes.util.find_library("c")
+    if not libc_name:
+        return False
+    libc = ctypes.CDLL(libc_name, use_errno=True)
+    renameat2 = getattr(libc, "renameat2", None)
+    if renameat2 is None:
+        return False
+    at_fdcwd = -100
+    rc = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE)
+    if rc == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def check_not_overlapping(sources: list[Path], dst: Path) -> None:
+    dst_real = dst.resolve()
+    for src in sources:
+        src_real = src.resolve()
+        src_dir = src_real if src_real.is_dir() else src_real.parent
+        if dst_real == src_real or dst_real == src_dir or src_real.is_relative_to(dst_real) or (
+            src_real.is_dir() and dst_real.is_relative_to(src_real)
+        ):
+            raise OutputError(f"destination {dst} overlaps the input {src}", file=dst,
+                              hint="choose a destination outside the source checkpoint")
+
+
+@contextlib.contextmanager
+def staged_directory(dst: Path, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a staging directory; on success it becomes ``dst`` atomically."""
+    dst = Path(dst)
+    if dst.exists() and not overwrite:
+        if not dst.is_dir() or any(dst.iterdir()):
+            raise OutputError("destination already exists", file=dst, hint="pass --overwrite to replace it")
+    parent = dst.parent if str(dst.parent) else Path(".")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        staging = parent / f"{STAGING_MARK}{dst.name}-{uuid.uuid4().hex[:12]}"
+        staging.mkdir()
+    except OSError as exc:
+        raise OutputError(f"cannot create the output directory: {exc.strerror}", file=dst) from None
+    try:
+        yield staging
+        _fsync_dir(staging)
+        if dst.exists():
+            if not _exchange(staging, dst):
+                # Fallback without an atomic swap: the old output is moved aside first, so a crash
+                # in between leaves no destination (never a partial one) and the old copy next to it.
+                aside = parent / f"{STAGING_MARK}{dst.name}-old-{uuid.uuid4().hex[:12]}"
+                os.rename(dst, aside)
+                os.rename(staging, dst)
+                staging = aside
+            shutil.rmtree(staging, ignore_errors=True)  # now holds the previous output
+        else:
+            os.rename(staging, dst)
+        _fsync_dir(parent)
+    except BaseException as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            raise OutputError("the disk is full; nothing was written", file=dst,
+                              hint="free space and run the conversion again") from None
+        if isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError):
+            raise OutputError(f"writing failed: {exc.strerror or exc}", file=dst) from None
+        raise

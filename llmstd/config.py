@@ -1,0 +1,164 @@
+"""The canonical config: an explicit, framework-neutral description of a model's shape and math.
+
+Every field is required and stored; nothing is defaulted "per model type" at read time. Naming maps
+translate a framework's config (e.g. Hugging Face config.json) to and from this schema, declaring
+the framework's own defaults as data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from llmstd import vocab
+from llmstd.errors import ConfigError
+
+JsonValue = Any
+
+
+@dataclass(frozen=True)
+class CanonicalConfig:
+    architecture: str
+    head: str  # causal_lm | masked_lm | base
+    vocab_size: int
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    intermediate_size: int
+    max_positions: int
+    norm_kind: str  # layernorm | rmsnorm
+    norm_eps: float
+    norm_position: str  # pre (norm, sublayer, residual) | post (sublayer, residual, norm)
+    norm_bias: bool
+    final_norm: bool
+    embedding_norm: bool
+    mlp_norm: bool
+    activation: str
+    gated_mlp: bool  # down(act(gate(x)) * up(x)) instead of down(act(up(x)))
+    positional: str  # learned | rope
+    rope_theta: float | None
+    rotary_dim: int | None
+    rope_scaling: dict[str, JsonValue] | None
+    attn_qkv_bias: bool
+    attn_out_bias: bool
+    mlp_bias: bool
+    lm_head_bias: bool
+    tie_word_embeddings: bool
+    parallel_residual: bool
+    type_vocab_size: int
+    pooler: bool
+    sliding_window: int | None
+    bos_token_id: int | list[int] | None
+    eos_token_id: int | list[int] | None
+    pad_token_id: int | list[int] | None
+    dtype: str
+    # Keys of the source framework's config that have no canonical meaning (dropout rates,
+    # initializer_range, ...). Carried verbatim so a round trip restores the source config.
+    extras: dict[str, JsonValue] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        validate_config(self)
+
+    def to_dict(self) -> dict[str, JsonValue]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    def replace(self, **changes: JsonValue) -> CanonicalConfig:
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, JsonValue], *, source: str = "config") -> CanonicalConfig:
+        if not isinstance(data, dict):
+            raise ConfigError(f"canonical config must be a JSON object, got {type(data).__name__}", file=source)
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        missing = sorted(n for n in names if n not in data and n != "extras")
+        if unknown:
+            raise ConfigError(f"unknown canonical config fields: {', '.join(unknown)}", file=source)
+        if missing:
+            raise ConfigError(f"canonical config lacks fields: {', '.join(missing)}", file=source)
+        try:
+            return cls(**data)
+        except ConfigError as exc:
+            raise ConfigError(exc.message, file=source, hint=exc.hint) from None
+
+    @classmethod
+    def from_json(cls, text: str, *, source: str = "config") -> CanonicalConfig:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"canonical config is not valid JSON ({exc})", file=source) from None
+        return cls.from_dict(data, source=source)
+
+
+FIELDS: dict[str, dataclasses.Field[Any]] = {f.name: f for f in dataclasses.fields(CanonicalConfig)}
+_HINTS = typing.get_type_hints(CanonicalConfig)
+
+
+def _type_ok(value: JsonValue, hint: Any) -> bool:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, arg) for arg in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        return isinstance(value, list) and all(_type_ok(v, item) for v in value)
+    if origin is dict or hint is dict:
+        return isinstance(value, dict)
+    return True
+
+
+def validate_config(c: CanonicalConfig) -> None:
+    """Check types, enumerations and internal consistency; raise ConfigError naming the field."""
+    for name, hint in _HINTS.items():
+        value = getattr(c, name)
+        if not _type_ok(value, hint):
+            raise ConfigError(f"field '{name}' must be {hint}, got {value!r}")
+    enums = {
+        "head": vocab.HEADS,
+        "norm_kind": vocab.NORM_KINDS,
+        "norm_position": vocab.NORM_POSITIONS,
+        "activation": vocab.ACTIVATIONS,
+        "positional": vocab.POSITIONALS,
+    }
+    for name, allowed in enums.items():
+        if getattr(c, name) not in allowed:
+            raise ConfigError(f"field '{name}' is {getattr(c, name)!r}; allowed: {', '.join(allowed)}")
+    for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "num_kv_heads", "head_dim",
+                 "intermediate_size", "max_positions"):
+        if getattr(c, name) <= 0:
+            raise ConfigError(f"field '{name}' must be positive, got {getattr(c, name)}")
+    if c.type_vocab_size < 0:
+        raise ConfigError(f"field 'type_vocab_size' must be >= 0, got {c.type_vocab_size}")
+    if c.num_heads % c.num_kv_heads:
+        raise ConfigError(f"num_heads ({c.num_heads}) must be a multiple of num_kv_heads ({c.num_kv_heads})")
+    if c.norm_eps <= 0:
+        raise ConfigError(f"field 'norm_eps' must be positive, got {c.norm_eps}")
+    if c.positional == "rope":
+        if c.rope_theta is None or c.rotary_dim is None:
+            raise ConfigError("rotary models need 'rope_theta' and 'rotary_dim'")
+        if c.rotary_dim % 2 or not 0 < c.rotary_dim <= c.head_dim:
+            raise ConfigError(f"rotary_dim ({c.rotary_dim}) must be even and within head_dim ({c.head_dim})")
+    elif c.rope_theta is not None or c.rotary_dim is not None or c.rope_scaling is not None:
+        raise ConfigError("rope_theta, rotary_dim and rope_scaling apply only to positional='rope'")
+    if c.norm_kind == "rmsnorm" and c.norm_bias:
+        raise ConfigError("RMSNorm has no bias; norm_bias must be false with norm_kind='rmsnorm'")
+    if c.head == "base" and c.tie_word_embeddings and c.lm_head_bias:
+        raise ConfigError("a base model has no LM head, so lm_head_bias must be false")

@@ -1,0 +1,118 @@
+"""Dtype vocabulary: canonical dtype names and their numpy, safetensors and torch spellings,
+plus the one guarded cast used everywhere a dtype changes.
+
+numpy has no bfloat16 or float8; ml_dtypes supplies them, so bf16 tensors move as bf16 bytes and
+never detour through float32 unless a cast is requested.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import ml_dtypes
+import numpy as np
+
+from llmstd.errors import CastError, FormatError
+
+
+@dataclass(frozen=True)
+class DType:
+    name: str  # canonical spelling, also torch's attribute name
+    numpy: np.dtype
+    safetensors: str
+
+    @property
+    def itemsize(self) -> int:
+        return self.numpy.itemsize
+
+    @property
+    def is_float(self) -> bool:
+        return self.name.startswith(("float", "bfloat"))
+
+
+_ALL = [
+    DType("float64", np.dtype(np.float64), "F64"),
+    DType("float32", np.dtype(np.float32), "F32"),
+    DType("float16", np.dtype(np.float16), "F16"),
+    DType("bfloat16", np.dtype(ml_dtypes.bfloat16), "BF16"),
+    DType("float8_e4m3fn", np.dtype(ml_dtypes.float8_e4m3fn), "F8_E4M3"),
+    DType("float8_e5m2", np.dtype(ml_dtypes.float8_e5m2), "F8_E5M2"),
+    DType("int64", np.dtype(np.int64), "I64"),
+    DType("int32", np.dtype(np.int32), "I32"),
+    DType("int16", np.dtype(np.int16), "I16"),
+    DType("int8", np.dtype(np.int8), "I8"),
+    DType("uint64", np.dtype(np.uint64), "U64"),
+    DType("uint32", np.dtype(np.uint32), "U32"),
+    DType("uint16", np.dtype(np.uint16), "U16"),
+    DType("uint8", np.dtype(np.uint8), "U8"),
+    DType("bool", np.dtype(np.bool_), "BOOL"),
+]
+BY_NAME = {d.name: d for d in _ALL}
+BY_SAFETENSORS = {d.safetensors: d for d in _ALL}
+BY_NUMPY = {d.numpy: d for d in _ALL}
+
+#: dtypes a user may ask a conversion to produce (``--dtype``).
+CAST_TARGETS = ("float32", "float16", "bfloat16")
+
+
+def dtype(name: str) -> DType:
+    try:
+        return BY_NAME[name]
+    except KeyError:
+        raise FormatError(f"unknown dtype '{name}'", hint=f"known dtypes: {', '.join(BY_NAME)}") from None
+
+
+def from_numpy(np_dtype: np.dtype) -> DType:
+    native = np.dtype(np_dtype).newbyteorder("=")
+    try:
+        return BY_NUMPY[native]
+    except KeyError:
+        raise FormatError(f"numpy dtype {np_dtype} has no llmstd equivalent") from None
+
+
+@dataclass(frozen=True)
+class CastDamage:
+    overflowed: int  # finite values that became ±inf
+    flushed: int  # non-zero values that became zero
+    nan_created: int  # non-NaN values that became NaN
+
+    @property
+    def any(self) -> bool:
+        return bool(self.overflowed or self.flushed or self.nan_created)
+
+    def describe(self) -> str:
+        parts = []
+        if self.overflowed:
+            parts.append(f"{self.overflowed} finite values overflow to inf")
+        if self.flushed:
+            parts.append(f"{self.flushed} non-zero values flush to zero")
+        if self.nan_created:
+            parts.append(f"{self.nan_created} values become NaN")
+        return ", ".join(parts)
+
+
+def cast_damage(source: np.ndarray, result: np.ndarray) -> CastDamage:
+    """Count what a cast destroyed, comparing the source with its cast result element-wise."""
+    if not (BY_NUMPY[source.dtype].is_float and BY_NUMPY[result.dtype].is_float):
+        return CastDamage(0, 0, 0)
+    src_finite = np.isfinite(source)
+    res = result.astype(np.float32, copy=False)
+    overflowed = int(np.count_nonzero(src_finite & np.isinf(res)))
+    flushed = int(np.count_nonzero((source != 0) & (res == 0)))
+    nan_created = int(np.count_nonzero(~np.isnan(source) & np.isnan(res)))
+    return CastDamage(overflowed, flushed, nan_created)
+
+
+def cast(array: np.ndarray, target: DType, *, tensor: str, force: bool = False) -> np.ndarray:
+    """Cast ``array`` to ``target``; refuse (unless ``force``) a cast that loses values outright."""
+    if array.dtype == target.numpy:
+        return array
+    result = array.astype(target.numpy)
+    damage = cast_damage(array, result)
+    if damage.any and not force:
+        raise CastError(
+            f"casting {from_numpy(array.dtype).name} to {target.name} is lossy: {damage.describe()}",
+            tensor=tensor,
+            hint="keep the source dtype (--dtype keep), choose a wider dtype, or pass --force to accept it",
+        )
+    return result

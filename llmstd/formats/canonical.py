@@ -1,0 +1,184 @@
+"""llmstd's canonical checkpoint: canonical names and layouts in safetensors.
+
+A directory holding ``canonical.safetensors`` (or shards ``canonical-0000i-of-0000n.safetensors``
+with ``canonical.safetensors.index.json``) and any sidecar files; a single ``.safetensors`` file
+whose metadata says it is canonical is accepted too. Each file's ``__metadata__`` carries the spec
+version, architecture, canonical config, provenance and the transforms that produced it (see
+docs/SPEC.md).
+"""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from llmstd import __version__, vocab
+from llmstd.checkpoint import Checkpoint
+from llmstd.config import CanonicalConfig
+from llmstd.converters import safetensors_io, shard_index
+from llmstd.errors import FormatError, MappingError, SpecVersionError
+from llmstd.formats import Format, WriteOptions, common, register
+from llmstd.mapping import MappingReport
+from llmstd.tensors import LazyTensor
+
+STEM = "canonical"
+SINGLE = f"{STEM}.safetensors"
+INDEX = f"{STEM}.safetensors.index.json"
+
+KEY_FORMAT = "llmstd.format"
+KEY_SPEC = "llmstd.spec_version"
+KEY_ARCH = "llmstd.architecture"
+KEY_CONFIG = "llmstd.config"
+KEY_PROVENANCE = "llmstd.provenance"
+KEY_TRANSFORMS = "llmstd.transforms"
+KEY_TIED = "llmstd.tied"
+FORMAT_VALUE = "canonical"
+_HASH_PLACEHOLDER = "0" * 64
+
+
+def _metadata_of(path: Path) -> dict[str, str]:
+    header, _ = safetensors_io.read_header(path)
+    meta = header.get("__metadata__", {})
+    return meta if isinstance(meta, dict) else {}
+
+
+def detect(path: Path) -> bool:
+    if path.is_dir():
+        return (path / SINGLE).is_file() or (path / INDEX).is_file()
+    if path.is_file() and path.suffix == ".safetensors":
+        try:
+            return _metadata_of(path).get(KEY_FORMAT) == FORMAT_VALUE
+        except FormatError:
+            return False
+    return False
+
+
+def check_spec_version(version: str, source: Path) -> None:
+    try:
+        major = int(str(version).split(".")[0])
+    except ValueError:
+        raise FormatError(f"spec version {version!r} is not a version number", file=source) from None
+    ours = int(vocab.SPEC_VERSION.split(".")[0])
+    if major > ours:
+        raise SpecVersionError(
+            f"written with canonical spec {version}, newer than the spec {vocab.SPEC_VERSION} this llmstd reads",
+            file=source, hint="upgrade llmstd (pip install -U llmstd)",
+        )
+
+
+def _json_field(meta: dict[str, str], key: str, source: Path) -> Any:
+    if key not in meta:
+        raise FormatError(f"canonical metadata lacks '{key}'", file=source)
+    try:
+        return json.loads(meta[key])
+    except json.JSONDecodeError as exc:
+        raise FormatError(f"metadata '{key}' is not valid JSON ({exc.msg})", file=source) from None
+
+
+def read(path: Path, arch: str | None = None) -> Checkpoint:
+    if path.is_file():
+        sf = safetensors_io.open_file(path)
+        tensors: dict[str, LazyTensor] = dict(sf.tensors)
+        files, metas, container = [path], [(path, sf.metadata)], "safetensors"
+        directory = path.parent
+    elif (path / SINGLE).is_file():
+        sf = safetensors_io.open_file(path / SINGLE)
+        tensors, files, metas, container = dict(sf.tensors), [sf.path], [(sf.path, sf.metadata)], "safetensors"
+        directory = path
+    else:
+        metas = []
+
+        def open_shard(p: Path) -> dict[str, LazyTensor]:
+            shard = safetensors_io.open_file(p)
+            metas.append((p, shard.metadata))
+            return dict(shard.tensors)
+
+        tensors, shard_files = shard_index.open_sharded(path / INDEX, open_shard)
+        files, container, directory = [*shard_files, path / INDEX], "safetensors-sharded", path
+
+    first_path, meta = metas[0]
+    if meta.get(KEY_FORMAT) != FORMAT_VALUE:
+        raise FormatError("not an llmstd canonical file (metadata lacks llmstd.format = canonical)", file=first_path)
+    for other_path, other in metas[1:]:
+        if other.get(KEY_CONFIG) != meta.get(KEY_CONFIG) or other.get(KEY_SPEC) != meta.get(KEY_SPEC):
+            raise FormatError("shards disagree on the canonical config or spec version", file=other_path)
+    check_spec_version(meta.get(KEY_SPEC, ""), first_path)
+    config = CanonicalConfig.from_dict(_json_field(meta, KEY_CONFIG, first_path), source=str(first_path))
+    if arch and arch != config.architecture:
+        raise MappingError(f"checkpoint is '{config.architecture}', not '{arch}'", file=first_path)
+    _check_tensor_set(tensors, config, first_path)
+    expected = vocab.expected_tensors(config)
+    report = MappingReport(transforms=_json_field(meta, KEY_TRANSFORMS, first_path))
+    return Checkpoint(path=path, format="canonical", container=container, dialect="canonical", config=config,
+                      tensors={n: tensors[n] for n in expected}, files=files, source_names=tensors, report=report,
+                      sidecars=common.sidecars_in(directory),
+                      provenance=_json_field(meta, KEY_PROVENANCE, first_path))
+
+
+def _check_tensor_set(tensors: dict[str, LazyTensor], config: CanonicalConfig, source: Path) -> None:
+    expected = vocab.expected_tensors(config)
+    missing = [n for n in expected if n not in tensors]
+    unexpected = sorted(n for n in tensors if n not in expected)
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing {', '.join(missing)}")
+        if unexpected:
+            parts.append(f"unexpected {', '.join(unexpected)}")
+        raise MappingError(f"tensors do not match the canonical config: {'; '.join(parts)}",
+                           names=missing + unexpected, file=source)
+    for name, shape in expected.items():
+        if tensors[name].shape != shape:
+            raise MappingError(f"shape {list(tensors[name].shape)} differs from {list(shape)} implied by the config",
+                               tensor=name, file=source)
+
+
+def provenance_for(ckpt: Checkpoint, hashes: dict[Path, str] | None) -> dict[str, Any]:
+    """What produced these canonical tensors; earlier canonical history is kept, not replaced."""
+    source_root = ckpt.path if ckpt.path.is_dir() else ckpt.path.parent
+    files = [
+        {"name": str(p.relative_to(source_root)) if p.is_relative_to(source_root) else p.name,
+         "bytes": p.stat().st_size,
+         "sha256": (hashes or {}).get(p, _HASH_PLACEHOLDER)}
+        for p in ckpt.files
+    ]
+    record: dict[str, Any] = {
+        "llmstd_version": __version__,
+        "source": {"format": ckpt.format, "container": ckpt.container, "dialect": ckpt.dialect, "files": files},
+    }
+    if ckpt.provenance:
+        record["history"] = [ckpt.provenance]
+    return record
+
+
+def _metadata(ckpt: Checkpoint, hashes: dict[Path, str] | None) -> dict[str, str]:
+    return {
+        KEY_FORMAT: FORMAT_VALUE,
+        KEY_SPEC: vocab.SPEC_VERSION,
+        KEY_ARCH: ckpt.architecture,
+        KEY_CONFIG: ckpt.config.to_json(),
+        KEY_PROVENANCE: json.dumps(provenance_for(ckpt, hashes), sort_keys=True),
+        KEY_TRANSFORMS: json.dumps(ckpt.report.transforms, sort_keys=True),
+        KEY_TIED: json.dumps(vocab.tied_tensors(ckpt.config), sort_keys=True),
+    }
+
+
+def write(ckpt: Checkpoint, staging: Path, options: WriteOptions) -> list[Path]:
+    # Source hashes are computed on another core while the tensors stream out; the header is
+    # written with same-length placeholders and patched in place at the end.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        hashing = pool.submit(lambda: {p: common.sha256_file(p) for p in ckpt.files})
+        files = common.write_safetensors_set(staging, STEM, list(ckpt.tensors.items()), _metadata(ckpt, None),
+                                             shard_size=options.shard_size, progress=options.progress,
+                                             metadata_reserve=256)
+        final = _metadata(ckpt, hashing.result())
+    for f in files:
+        if f.suffix == ".safetensors":
+            safetensors_io.rewrite_metadata(f, final)
+    return [*files, *common.copy_sidecars(ckpt.sidecars, staging)]
+
+
+register(Format("canonical", "llmstd canonical checkpoint (canonical names and layouts in safetensors)",
+                detect, read, write))

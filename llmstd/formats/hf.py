@@ -1,0 +1,147 @@
+"""Hugging Face (PyTorch) model directories: config.json plus model.safetensors, sharded
+safetensors with model.safetensors.index.json, or pytorch_model.bin (optionally sharded).
+
+The ``hf`` dialect of each naming map gives the parameter names; config.json is translated by the
+map's ``[config]`` rules. .bin files are read by llmstd's own pickle reader, which never executes
+code from the file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from llmstd import maps
+from llmstd.checkpoint import Checkpoint
+from llmstd.configmap import config_from_framework, config_to_framework
+from llmstd.converters import safetensors_io, shard_index, torch_pickle
+from llmstd.errors import ConfigError, DetectionError, MapError
+from llmstd.formats import Format, WriteOptions, common, register
+from llmstd.jsonfile import dumps, read_json_object
+from llmstd.mapping import DialectMatcher, from_canonical, to_canonical
+from llmstd.maps import Head, NamingMap
+from llmstd.tensors import LazyTensor
+
+DIALECT = "hf"
+CONFIG = "config.json"
+SAFETENSORS = "model.safetensors"
+SAFETENSORS_INDEX = "model.safetensors.index.json"
+BIN = "pytorch_model.bin"
+BIN_INDEX = "pytorch_model.bin.index.json"
+WEIGHT_FILES = (SAFETENSORS, SAFETENSORS_INDEX, BIN, BIN_INDEX)  # in Hugging Face's order of preference
+DEFAULT_SHARD_SIZE = 5 * 10**9  # transformers' default max_shard_size ("5GB")
+
+
+def detect(path: Path) -> bool:
+    return path.is_dir() and (path / CONFIG).is_file() and any((path / f).is_file() for f in WEIGHT_FILES)
+
+
+def _open_weights(path: Path) -> tuple[dict[str, LazyTensor], list[Path], str]:
+    if (path / SAFETENSORS).is_file():
+        sf = safetensors_io.open_file(path / SAFETENSORS)
+        return dict(sf.tensors), [sf.path], "safetensors"
+    if (path / SAFETENSORS_INDEX).is_file():
+        tensors, files = shard_index.open_sharded(path / SAFETENSORS_INDEX, lambda p: safetensors_io.open_file(p).tensors)
+        return tensors, [*files, path / SAFETENSORS_INDEX], "safetensors-sharded"
+    if (path / BIN).is_file():
+        return torch_pickle.read_torch_checkpoint(path / BIN), [path / BIN], "torch-pickle"
+    if (path / BIN_INDEX).is_file():
+        tensors, files = shard_index.open_sharded(path / BIN_INDEX, torch_pickle.read_torch_checkpoint)
+        return tensors, [*files, path / BIN_INDEX], "torch-pickle-sharded"
+    raise DetectionError("no weights found", file=path, hint=f"expected one of {', '.join(WEIGHT_FILES)}")
+
+
+def map_for_config(raw: dict[str, object], arch: str | None, config_path: Path) -> NamingMap:
+    if arch:
+        return maps.load(arch)
+    model_type = raw.get("model_type")
+    if not isinstance(model_type, str):
+        raise ConfigError("config has no 'model_type'", file=config_path, hint="pass --arch to name the architecture")
+    nmap = maps.for_model_type(model_type)
+    if nmap is None:
+        raise MapError(f"no naming map handles model_type '{model_type}'", file=config_path,
+                       hint=f"available architectures: {', '.join(maps.available())}; pass --arch if one fits")
+    return nmap
+
+
+def detect_head(nmap: NamingMap, dialect: str, raw: dict[str, object], names: list[str]) -> Head:
+    """The model head, from the config's class name when it is known, else from the tensor names."""
+    heads = nmap.dialect(dialect).heads
+    archs = raw.get("architectures")
+    if isinstance(archs, list) and archs:
+        for head in heads.values():
+            if head.cls == archs[0]:
+                return head
+    # Unknown or absent class: the head whose names explain the most tensors (errors report the rest).
+    return min(heads.values(), key=lambda h: len(DialectMatcher(nmap, dialect, h.prefix).unmatched(names)))
+
+
+def read(path: Path, arch: str | None = None) -> Checkpoint:
+    config_path = path / CONFIG
+    raw = read_json_object(config_path)
+    nmap = map_for_config(raw, arch, config_path)
+    tensors, files, container = _open_weights(path)
+    names = list(tensors)
+    head = detect_head(nmap, DIALECT, raw, names)
+    present = DialectMatcher(nmap, DIALECT, head.prefix).canonical_names_present(names)
+    config = config_from_framework(nmap, raw, head=head.name, dtype=common.dominant_dtype(tensors),
+                                   present=present, source=str(config_path))
+    canonical, report = to_canonical(nmap, DIALECT, head.prefix, tensors, config, source=str(path))
+    return Checkpoint(path=path, format="hf", container=container, dialect=DIALECT, config=config,
+                      tensors=canonical, files=[config_path, *files], source_names=tensors, report=report,
+                      sidecars=common.sidecars_in(path))
+
+
+def framework_config(nmap: NamingMap, ckpt: Checkpoint, head: Head) -> dict[str, object]:
+    """The config.json Hugging Face's classes (PyTorch and TF alike) load for this checkpoint."""
+    body = config_to_framework(nmap, ckpt.config)
+    body.update({"model_type": nmap.model_types[0], "architectures": [head.cls], "dtype": ckpt.config.dtype})
+    return body
+
+
+def resolve_head(nmap: NamingMap, dialect: str, head_name: str) -> Head:
+    heads = nmap.dialect(dialect).heads
+    if head_name not in heads:
+        raise MapError(f"dialect '{dialect}' of '{nmap.architecture}' has no '{head_name}' model class",
+                       file=nmap.path, hint=f"classes: {', '.join(h.cls for h in heads.values())}")
+    return heads[head_name]
+
+
+def write(ckpt: Checkpoint, staging: Path, options: WriteOptions) -> list[Path]:
+    nmap = maps.load(ckpt.architecture)
+    head = resolve_head(nmap, DIALECT, ckpt.config.head)
+    named = from_canonical(nmap, DIALECT, head.prefix, ckpt.tensors, ckpt.config)
+    entries = list(named.items())
+    shard_size = options.shard_size or DEFAULT_SHARD_SIZE
+    if options.weights == "bin":
+        files = _write_bin(staging, entries, shard_size, options)
+    else:
+        files = common.write_safetensors_set(staging, "model", entries, {"format": "pt"},
+                                             shard_size=shard_size, progress=options.progress)
+    config_path = staging / CONFIG
+    config_path.write_text(dumps(framework_config(nmap, ckpt, head)), encoding="utf-8")
+    return [*files, config_path, *common.copy_sidecars(ckpt.sidecars, staging)]
+
+
+def _write_bin(staging: Path, entries: list[tuple[str, LazyTensor]], shard_size: int,
+               options: WriteOptions) -> list[Path]:
+    shards = shard_index.plan_shards(entries, shard_size)
+    if len(shards) == 1:
+        torch_pickle.write_torch_checkpoint(staging / BIN, shards[0])
+        if options.progress:
+            for name, tensor in shards[0]:
+                options.progress(name, tensor.nbytes)
+        return [staging / BIN]
+    files, weight_map = [], {}
+    for k, shard in enumerate(shards, start=1):
+        name = shard_index.shard_file_name("pytorch_model", ".bin", k, len(shards))
+        torch_pickle.write_torch_checkpoint(staging / name, shard)
+        files.append(staging / name)
+        weight_map.update({n: name for n, _ in shard})
+        if options.progress:
+            for tensor_name, tensor in shard:
+                options.progress(tensor_name, tensor.nbytes)
+    shard_index.write_index(staging / BIN_INDEX, weight_map, sum(t.nbytes for _, t in entries))
+    return [*files, staging / BIN_INDEX]
+
+
+register(Format("hf", "Hugging Face PyTorch model directory (config.json + safetensors or .bin)", detect, read, write))

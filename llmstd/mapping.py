@@ -1,0 +1,251 @@
+"""Apply a naming map to tensors: dialect names -> canonical names and back, with transforms.
+
+Nothing here loads tensor data except to verify that a tied or aliased duplicate really equals
+the tensor it duplicates; everything else builds lazy tensors whose shapes are checked up front.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from llmstd import transforms, vocab
+from llmstd.config import CanonicalConfig
+from llmstd.errors import MappingError
+from llmstd.maps import DialectName, Entry, NamingMap
+from llmstd.tensors import DerivedTensor, FileSliceTensor, LazyTensor
+
+
+@dataclass
+class MappingReport:
+    """What happened to each source tensor besides a plain rename."""
+
+    ignored: list[tuple[str, str]] = field(default_factory=list)  # (name, reason)
+    duplicates_dropped: list[tuple[str, str]] = field(default_factory=list)  # (name, verified equal to)
+    transforms: list[dict[str, object]] = field(default_factory=list)  # applied layout transforms
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "ignored": [{"name": n, "reason": r} for n, r in self.ignored],
+            "duplicates_dropped": [{"name": n, "equal_to": e} for n, e in self.duplicates_dropped],
+            "transforms": self.transforms,
+        }
+
+
+def _regex(pattern: str, prefix: str) -> re.Pattern[str]:
+    text = re.escape(pattern.replace("{prefix}", prefix)).replace(r"\{i\}", r"(?P<i>0|[1-9]\d*)")
+    return re.compile(text + r"\Z")
+
+
+def _instantiate(pattern: str, prefix: str, layer: int | None) -> str:
+    name = pattern.replace("{prefix}", prefix)
+    return name.replace("{i}", str(layer)) if layer is not None else name
+
+
+@dataclass(frozen=True)
+class _Match:
+    entry: Entry
+    dname: DialectName
+    layer: int | None
+    alias: bool
+
+
+class DialectMatcher:
+    """Matches source names against one dialect of a map, for one head (name prefix)."""
+
+    def __init__(self, nmap: NamingMap, dialect: str, prefix: str) -> None:
+        self.nmap = nmap
+        self.dialect = nmap.dialect(dialect)
+        self.prefix = prefix
+        self._patterns: list[tuple[re.Pattern[str], Entry, DialectName, bool]] = []
+        for entry, dname in nmap.entries_for(dialect):
+            self._patterns.append((_regex(dname.name, prefix), entry, dname, False))
+            for alias in dname.aliases:
+                self._patterns.append((_regex(alias, prefix), entry, dname, True))
+        self._ignores = [(_regex(ig.pattern, prefix), ig.reason) for ig in self.dialect.ignore]
+
+    def match(self, name: str) -> _Match | None:
+        for regex, entry, dname, alias in self._patterns:
+            m = regex.match(name)
+            if m:
+                layer = int(m.group("i")) if "i" in regex.groupindex else None
+                return _Match(entry, dname, layer, alias)
+        return None
+
+    def ignore_reason(self, name: str) -> str | None:
+        for regex, reason in self._ignores:
+            if regex.match(name):
+                return reason
+        return None
+
+    def canonical_names_present(self, names: list[str]) -> set[str]:
+        """Canonical names the given source names would produce (for 'present' config rules)."""
+        out = set()
+        for name in names:
+            m = self.match(name)
+            if m and not m.alias:
+                out.update(p.replace("{i}", str(m.layer)) for p in m.entry.canonical)
+                out.update(m.entry.canonical)  # the bare pattern too, so rules can name "{i}" tensors
+        return out
+
+    def unmatched(self, names: list[str]) -> list[str]:
+        return [n for n in names if self.match(n) is None and self.ignore_reason(n) is None]
+
+
+def _same_bytes(a: LazyTensor, b: LazyTensor) -> bool:
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    if isinstance(a, FileSliceTensor) and isinstance(b, FileSliceTensor):
+        if a.path == b.path and a.offset == b.offset:
+            return True
+    return bool(np.array_equal(a.load().view(np.uint8), b.load().view(np.uint8)))
+
+
+def to_canonical(
+    nmap: NamingMap,
+    dialect: str,
+    prefix: str,
+    tensors: Mapping[str, LazyTensor],
+    config: CanonicalConfig,
+    *,
+    source: str,
+) -> tuple[dict[str, LazyTensor], MappingReport]:
+    """Rename and re-lay-out ``tensors`` (dialect names) into canonical tensors, strictly."""
+    matcher = DialectMatcher(nmap, dialect, prefix)
+    report = MappingReport()
+    expected = vocab.expected_tensors(config)
+    tied = vocab.tied_tensors(config)
+    scope = config.to_dict()
+
+    unmapped: list[str] = []
+    groups: dict[tuple[int, int | None], tuple[_Match, str]] = {}
+    aliases: list[tuple[str, _Match]] = []
+    for name in tensors:
+        m = matcher.match(name)
+        if m is None:
+            reason = matcher.ignore_reason(name)
+            if reason is None:
+                unmapped.append(name)
+            else:
+                report.ignored.append((name, reason))
+            continue
+        if m.alias:
+            aliases.append((name, m))
+        else:
+            groups[(nmap.entries.index(m.entry), m.layer)] = (m, name)
+    if unmapped:
+        raise MappingError(
+            f"{len(unmapped)} tensor(s) have no canonical name in the '{dialect}' dialect of map "
+            f"{nmap.path}: {', '.join(sorted(unmapped))}",
+            names=sorted(unmapped), file=source,
+            hint="add them to the map, list them under 'ignore' with a reason, or choose another --arch",
+        )
+
+    out: dict[str, LazyTensor] = {}
+    unexpected: list[str] = []
+    for (_, layer), (m, name) in groups.items():
+        canonical = [p.replace("{i}", str(layer)) for p in m.entry.canonical]
+        steps = transforms.resolve(m.dname.steps, scope)
+        if canonical and all(c in tied for c in canonical):
+            target = tied[canonical[0]]
+            if target not in expected:
+                unexpected.append(name)
+                continue
+            report.duplicates_dropped.append((name, target))
+            continue
+        if not all(c in expected for c in canonical) or (layer is not None and layer >= config.num_layers):
+            unexpected.append(name)
+            continue
+        source_tensor = tensors[name]
+        try:
+            shapes = transforms.forward_shapes(steps, [source_tensor.shape])
+        except transforms.TransformError as exc:
+            raise MappingError(f"{exc}", tensor=name, file=source) from None
+        for k, (cname, shape) in enumerate(zip(canonical, shapes)):
+            if shape != expected[cname]:
+                raise MappingError(
+                    f"maps to '{cname}' with shape {list(shape)}, but the config implies {list(expected[cname])}",
+                    tensor=name, file=source, hint="the config and the weights disagree; fix config.json",
+                )
+            out[cname] = _forward(steps, source_tensor, k, shape, f"{name} -> {cname}") if steps else source_tensor
+        if steps:
+            report.transforms.append({"source": name, "canonical": canonical,
+                                      "transforms": [s.describe() for s in m.dname.steps]})
+    if unexpected:
+        raise MappingError(
+            f"{len(unexpected)} tensor(s) are not part of this model according to its config: "
+            f"{', '.join(sorted(unexpected))}",
+            names=sorted(unexpected), file=source,
+            hint="check tie_word_embeddings, bias and layer-count settings in the config",
+        )
+    missing = [c for c in expected if c not in out]
+    if missing:
+        raise MappingError(
+            f"{len(missing)} canonical tensor(s) required by the config are missing: {', '.join(missing)}",
+            names=missing, file=source, hint="the checkpoint is incomplete or the config does not match it",
+        )
+    # Tied duplicates (e.g. lm_head.weight kept next to the embeddings in .bin files) must be equal.
+    for name, target in report.duplicates_dropped:
+        if not _same_bytes(tensors[name], out[target]):
+            raise MappingError(
+                f"the config ties this tensor to '{target}', but their values differ",
+                tensor=name, file=source,
+                hint="set tie_word_embeddings to false in config.json if the model really has a separate head",
+            )
+    for name, m in aliases:
+        primary = _instantiate(m.dname.name, prefix, m.layer)
+        if primary not in tensors or not _same_bytes(tensors[name], tensors[primary]):
+            raise MappingError(f"is declared an alias of '{primary}' but differs from it or it is missing",
+                               tensor=name, file=source)
+        report.duplicates_dropped.append((name, primary))
+    return {c: out[c] for c in expected}, report
+
+
+def _forward(steps: list[transforms.ResolvedStep], source: LazyTensor, index: int, shape: tuple[int, ...],
+             description: str) -> LazyTensor:
+    return DerivedTensor([source], lambda xs: transforms.apply_forward(steps, xs)[index], shape, source.dtype,
+                         description)
+
+
+def from_canonical(
+    nmap: NamingMap,
+    dialect: str,
+    prefix: str,
+    tensors: Mapping[str, LazyTensor],
+    config: CanonicalConfig,
+) -> dict[str, LazyTensor]:
+    """Dialect-named tensors for canonical ``tensors``, applying each entry's inverse transforms."""
+    scope = config.to_dict()
+    out: dict[str, LazyTensor] = {}
+    covered: set[str] = set()
+    layers: list[int | None]
+    for entry, dname in nmap.entries_for(dialect):
+        layers = list(range(config.num_layers)) if entry.per_layer else [None]
+        for layer in layers:
+            canonical = [p.replace("{i}", str(layer)) for p in entry.canonical]
+            have = [c in tensors for c in canonical]
+            if not any(have):
+                continue
+            if not all(have):
+                missing = [c for c, h in zip(canonical, have) if not h]
+                raise MappingError(f"cannot build '{dname.name}' without {', '.join(missing)}", file=nmap.path)
+            steps = transforms.resolve(dname.steps, scope)
+            sources = [tensors[c] for c in canonical]
+            name = _instantiate(dname.name, prefix, layer)
+            if steps:
+                (shape,) = transforms.inverse_shapes(steps, [s.shape for s in sources])
+                out[name] = DerivedTensor(sources, lambda xs, st=steps: transforms.apply_inverse(st, xs)[0], shape,
+                                          sources[0].dtype, f"{', '.join(canonical)} -> {name}")
+            else:
+                out[name] = sources[0]
+            covered.update(canonical)
+    uncovered = [c for c in tensors if c not in covered]
+    if uncovered:
+        raise MappingError(
+            f"dialect '{dialect}' of map {nmap.path} has no name for {', '.join(uncovered)}",
+            names=uncovered, hint="extend the naming map for this dialect",
+        )
+    return out

@@ -1,0 +1,357 @@
+"""Naming maps: load, validate and apply the per-architecture data files in ``naming_maps/``.
+
+A map says, for one architecture, how each canonical tensor is named in every dialect and which
+layout transforms lead there, and how a framework config (Hugging Face config.json) translates to the
+canonical config. Maps are validated strictly on load: an unknown key, canonical name, dialect,
+placeholder or transform is an error naming the file and the key. Applying a map is strict as well:
+every source tensor is mapped, explicitly ignored with a reason, or reported as unmapped.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from llmstd import expr, transforms, vocab
+from llmstd.config import FIELDS
+from llmstd.errors import MapError
+
+MAP_FORMAT = 1
+#: Extra directories of map files, separated by os.pathsep; a map there overrides a built-in one.
+MAPS_PATH_ENV = "LLMSTD_MAPS_PATH"
+
+# Canonical config fields that no framework config supplies: they come from the tensors/head.
+IMPLICIT_FIELDS = {"architecture", "head", "dtype", "extras"}
+_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+
+
+@dataclass(frozen=True)
+class FieldRule:
+    """How one canonical config field is read from / written to a framework config."""
+
+    field: str
+    key: str | None = None  # framework config key
+    aliases: tuple[str, ...] = ()  # older spellings accepted on read
+    default: Any = None  # literal or '= expression'; used when the key is absent or null
+    has_default: bool = False
+    values: tuple[tuple[str, str], ...] = ()  # framework value -> canonical value
+    fixed: Any = None  # literal or '= expression': the field is implied by the architecture
+    has_fixed: bool = False
+    present: str | None = None  # the field is true iff this canonical tensor is stored
+
+
+@dataclass(frozen=True)
+class Head:
+    name: str  # causal_lm | masked_lm | base
+    cls: str  # framework class name written to / read from the framework config
+    prefix: str  # substituted for {prefix} in this dialect's names
+
+
+@dataclass(frozen=True)
+class Ignore:
+    pattern: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class DialectName:
+    """One map entry as seen from one dialect."""
+
+    name: str  # pattern with {i} and {prefix}
+    steps: tuple[transforms.Step, ...]
+    aliases: tuple[str, ...] = ()  # other names of the same tensor, verified equal and dropped
+
+
+@dataclass(frozen=True)
+class Entry:
+    canonical: tuple[str, ...]  # canonical patterns produced (several for fused tensors)
+    dialects: dict[str, DialectName] = field(hash=False)
+
+    @property
+    def per_layer(self) -> bool:
+        return "{i}" in self.canonical[0]
+
+
+@dataclass(frozen=True)
+class Dialect:
+    name: str
+    description: str
+    heads: dict[str, Head] = field(hash=False)
+    ignore: tuple[Ignore, ...] = ()
+
+
+@dataclass(frozen=True)
+class NamingMap:
+    architecture: str
+    description: str
+    path: Path
+    config_format: str | None  # e.g. "hf" (config.json) — the framework config this map translates
+    model_types: tuple[str, ...]
+    fields: dict[str, FieldRule] = field(hash=False)
+    dialects: dict[str, Dialect] = field(hash=False)
+    entries: tuple[Entry, ...] = ()
+
+    def dialect(self, name: str) -> Dialect:
+        try:
+            return self.dialects[name]
+        except KeyError:
+            raise MapError(
+                f"architecture '{self.architecture}' has no names for dialect '{name}'",
+                file=self.path,
+                hint=f"dialects in this map: {', '.join(self.dialects)}",
+            ) from None
+
+    def entries_for(self, dialect: str) -> list[tuple[Entry, DialectName]]:
+        return [(e, e.dialects[dialect]) for e in self.entries if dialect in e.dialects]
+
+
+# --------------------------------------------------------------------------------------------
+# loading
+
+
+def _err(path: Path, key: str, message: str, hint: str | None = None) -> MapError:
+    return MapError(f"[{key}] {message}", file=path, hint=hint)
+
+
+def _check_keys(path: Path, where: str, table: Mapping[str, Any], allowed: Iterable[str],
+                required: Iterable[str] = ()) -> None:
+    if not isinstance(table, Mapping):
+        raise _err(path, where, f"must be a table, got {type(table).__name__}")
+    allowed = set(allowed)
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise _err(path, where, f"unknown key(s) {', '.join(unknown)}", hint=f"allowed: {', '.join(sorted(allowed))}")
+    missing = [k for k in required if k not in table]
+    if missing:
+        raise _err(path, where, f"missing key(s) {', '.join(missing)}")
+
+
+def _check_expression(path: Path, where: str, value: Any) -> None:
+    if expr.is_expression(value):
+        try:
+            names = expr.names_in(value)
+        except expr.ExpressionError as exc:
+            raise _err(path, where, str(exc)) from None
+        unknown = sorted(names - set(FIELDS))
+        if unknown:
+            raise _err(path, where, f"expression refers to unknown config field(s) {', '.join(unknown)}")
+
+
+def _parse_field(path: Path, name: str, spec: Any) -> FieldRule:
+    where = f"config.fields.{name}"
+    if name not in FIELDS or name in IMPLICIT_FIELDS:
+        raise _err(path, where, "is not a canonical config field a map can set",
+                   hint="see llmstd/config.py for the schema")
+    _check_keys(path, where, spec, ("key", "aliases", "default", "values", "fixed", "present"))
+    kinds = [k for k in ("key", "fixed", "present") if k in spec]
+    if len(kinds) != 1:
+        raise _err(path, where, "needs exactly one of 'key', 'fixed' or 'present'")
+    if "present" in spec:
+        if vocab.pattern_of(spec["present"].replace("{i}", "0")) is None:
+            raise _err(path, where, f"'present' names unknown canonical tensor '{spec['present']}'")
+        return FieldRule(name, present=spec["present"])
+    if "fixed" in spec:
+        _check_expression(path, where, spec["fixed"])
+        if set(spec) != {"fixed"}:
+            raise _err(path, where, "'fixed' takes no other keys")
+        return FieldRule(name, fixed=spec["fixed"], has_fixed=True)
+    if not isinstance(spec["key"], str):
+        raise _err(path, where, "'key' must be a string")
+    values = spec.get("values", {})
+    if not isinstance(values, Mapping) or not all(isinstance(v, str) for v in values.values()):
+        raise _err(path, where, "'values' must map framework values to canonical strings")
+    if len(set(values.values())) != len(values):
+        raise _err(path, where, "'values' must be one-to-one so the map can be inverted")
+    if "default" in spec:
+        _check_expression(path, where, spec["default"])
+    aliases = spec.get("aliases", [])
+    if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
+        raise _err(path, where, "'aliases' must be a list of strings")
+    return FieldRule(
+        name, key=spec["key"], aliases=tuple(aliases), default=spec.get("default"), has_default="default" in spec,
+        values=tuple(values.items()),
+    )
+
+
+def _check_placeholders(path: Path, where: str, name: str, allowed: set[str]) -> None:
+    found = set(_PLACEHOLDER.findall(name))
+    bad = sorted(found - allowed)
+    if bad:
+        raise _err(path, where, f"name '{name}' uses unknown placeholder(s) {', '.join('{' + b + '}' for b in bad)}",
+                   hint=f"allowed here: {', '.join('{' + a + '}' for a in sorted(allowed)) or 'none'}")
+
+
+def _parse_dialect_name(path: Path, where: str, spec: Any, per_layer: bool, n_canonical: int,
+                        placeholders: set[str]) -> DialectName:
+    if isinstance(spec, str):
+        spec = {"name": spec}
+    _check_keys(path, where, spec, ("name", "transforms", "aliases"), ("name",))
+    name = spec["name"]
+    allowed = placeholders | ({"i"} if per_layer else set())
+    _check_placeholders(path, where, name, allowed)
+    if per_layer != ("{i}" in name):
+        raise _err(path, where, f"name '{name}' must contain {{i}} exactly when the canonical name does")
+    steps = []
+    for k, raw in enumerate(spec.get("transforms", [])):
+        try:
+            step = transforms.Step.parse(raw)
+        except transforms.TransformError as exc:
+            raise _err(path, f"{where}.transforms[{k}]", str(exc)) from None
+        unknown = sorted(step.referenced_names() - set(FIELDS))
+        if unknown:
+            raise _err(path, f"{where}.transforms[{k}]", f"refers to unknown config field(s) {', '.join(unknown)}")
+        steps.append(step)
+    if not any(s.referenced_names() for s in steps):
+        # With literal parameters the fan-out is known now; check it against the canonical names.
+        try:
+            n_in, n_out = transforms.chain_arity(transforms.resolve(steps, {}))
+        except transforms.TransformError as exc:
+            raise _err(path, where, str(exc)) from None
+        if n_in != 1 or n_out != n_canonical:
+            raise _err(path, where, f"transforms turn {n_in} tensor(s) into {n_out}, "
+                                    f"but the entry lists {n_canonical} canonical name(s)")
+    aliases = spec.get("aliases", [])
+    for alias in aliases:
+        _check_placeholders(path, where, alias, allowed)
+    return DialectName(name, tuple(steps), tuple(aliases))
+
+
+def _parse_dialect(path: Path, name: str, spec: Any) -> Dialect:
+    where = f"dialects.{name}"
+    if name not in vocab.DIALECTS:
+        raise _err(path, where, f"unknown dialect '{name}'", hint=f"known dialects: {', '.join(vocab.DIALECTS)}")
+    _check_keys(path, where, spec, ("description", "heads", "ignore"), ("heads",))
+    heads = {}
+    for head, hspec in spec["heads"].items():
+        if head not in vocab.HEADS:
+            raise _err(path, f"{where}.heads.{head}", f"unknown head '{head}'", hint=f"heads: {', '.join(vocab.HEADS)}")
+        _check_keys(path, f"{where}.heads.{head}", hspec, ("class", "prefix"), ("class",))
+        heads[head] = Head(head, hspec["class"], hspec.get("prefix", ""))
+    ignores = []
+    for k, ig in enumerate(spec.get("ignore", [])):
+        _check_keys(path, f"{where}.ignore[{k}]", ig, ("pattern", "reason"), ("pattern", "reason"))
+        _check_placeholders(path, f"{where}.ignore[{k}]", ig["pattern"], {"i", "prefix"})
+        ignores.append(Ignore(ig["pattern"], ig["reason"]))
+    return Dialect(name, spec.get("description", ""), heads, tuple(ignores))
+
+
+def parse_map(path: Path, data: Mapping[str, Any]) -> NamingMap:
+    """Validate a decoded map file; every problem is a MapError naming the file and key."""
+    _check_keys(path, "map", data, ("format", "architecture", "description", "config", "dialects", "tensors"),
+                ("format", "architecture", "dialects", "tensors"))
+    if data["format"] != MAP_FORMAT:
+        raise _err(path, "format", f"map format {data['format']!r} is not supported (this llmstd reads {MAP_FORMAT})")
+    arch = data["architecture"]
+    if not isinstance(arch, str) or not re.fullmatch(r"[a-z0-9_]+", arch):
+        raise _err(path, "architecture", "must be a lowercase identifier")
+
+    config = data.get("config", {})
+    _check_keys(path, "config", config, ("format", "model_types", "fields"))
+    fields: dict[str, FieldRule] = {}
+    if config:
+        _check_keys(path, "config", config, ("format", "model_types", "fields"), ("format", "model_types", "fields"))
+        for fname, fspec in config["fields"].items():
+            fields[fname] = _parse_field(path, fname, fspec)
+        missing = sorted(set(FIELDS) - IMPLICIT_FIELDS - set(fields))
+        if missing:
+            raise _err(path, "config.fields", f"does not say how to obtain {', '.join(missing)}",
+                       hint="every canonical field needs a 'key', 'fixed' or 'present' rule")
+
+    dialects = {name: _parse_dialect(path, name, spec) for name, spec in data["dialects"].items()}
+
+    entries = []
+    seen: dict[tuple[str, str], int] = {}
+    for k, raw in enumerate(data["tensors"]):
+        where = f"tensors[{k}]"
+        if not isinstance(raw, Mapping) or "canonical" not in raw:
+            raise _err(path, where, "each entry needs a 'canonical' name")
+        canonical = raw["canonical"]
+        canonical = (canonical,) if isinstance(canonical, str) else tuple(canonical)
+        for cname in canonical:
+            if not isinstance(cname, str) or cname not in vocab.BY_PATTERN:
+                raise _err(path, f"{where}.canonical", f"unknown canonical tensor {cname!r}",
+                           hint="canonical names are listed in llmstd/vocab.py and docs/SPEC.md")
+        per_layer = {"{i}" in c for c in canonical}
+        if len(per_layer) != 1:
+            raise _err(path, f"{where}.canonical", "fused canonical names must all be per-layer or all global")
+        entry_dialects = {}
+        for dname, dspec in raw.items():
+            if dname == "canonical":
+                continue
+            if dname not in dialects:
+                raise _err(path, f"{where}.{dname}",
+                           f"unknown key '{dname}' (not a dialect declared under [dialects])",
+                           hint=f"declared dialects: {', '.join(dialects)}")
+            entry_dialects[dname] = _parse_dialect_name(
+                path, f"{where}.{dname}", dspec, "{i}" in canonical[0], len(canonical), {"prefix"}
+            )
+            for cname in canonical:
+                if (dname, cname) in seen:
+                    raise _err(path, f"{where}.canonical",
+                               f"'{cname}' is already mapped for dialect '{dname}' by tensors[{seen[(dname, cname)]}]")
+                seen[(dname, cname)] = k
+        entries.append(Entry(canonical, entry_dialects))
+
+    model_types = tuple(config.get("model_types", ())) if config else ()
+    return NamingMap(arch, data.get("description", ""), path, config.get("format") if config else None,
+                     model_types, fields, dialects, tuple(entries))
+
+
+def load_map_file(path: Path) -> NamingMap:
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise MapError(f"not valid TOML: {exc}", file=path) from None
+    except OSError as exc:
+        raise MapError(f"cannot read map file: {exc.strerror}", file=path) from None
+    return parse_map(Path(path), data)
+
+
+def _map_files() -> dict[str, Path]:
+    files: dict[str, Path] = {}
+    builtin = resources.files("llmstd.naming_maps")
+    for item in builtin.iterdir():
+        if item.name.endswith(".toml"):
+            files[item.name[:-5]] = Path(str(item))
+    for directory in filter(None, os.environ.get(MAPS_PATH_ENV, "").split(os.pathsep)):
+        for item in sorted(Path(directory).glob("*.toml")):
+            files[item.stem] = item
+    return files
+
+
+@functools.lru_cache(maxsize=None)
+def _load_cached(path: Path, mtime: float) -> NamingMap:
+    return load_map_file(path)
+
+
+def available() -> list[str]:
+    """Architectures that have a naming map (built-in plus LLMSTD_MAPS_PATH)."""
+    return sorted(_map_files())
+
+
+def load(architecture: str) -> NamingMap:
+    files = _map_files()
+    if architecture not in files:
+        raise MapError(f"no naming map for architecture '{architecture}'",
+                       hint=f"available: {', '.join(sorted(files))}; add naming_maps/{architecture}.toml")
+    path = files[architecture]
+    nmap = _load_cached(path, path.stat().st_mtime)
+    if nmap.architecture != architecture:
+        raise MapError(f"file declares architecture '{nmap.architecture}' but is named '{architecture}.toml'", file=path)
+    return nmap
+
+
+def for_model_type(model_type: str) -> NamingMap | None:
+    """The map whose framework config declares this Hugging Face ``model_type``."""
+    for arch in available():
+        nmap = load(arch)
+        if model_type in nmap.model_types:
+            return nmap
+    return None

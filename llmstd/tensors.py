@@ -1,0 +1,171 @@
+"""Lazy tensors: a shape and dtype known up front, bytes loaded only when asked.
+
+Readers hand out :class:`FileSliceTensor` (a byte range of a file, memory-mapped on load), layout
+transforms wrap them in :class:`DerivedTensor`, and writers pull one tensor at a time, so peak memory
+tracks the largest tensor rather than the model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import mmap
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from llmstd.dtypes import DType
+from llmstd.errors import FormatError
+
+
+class LazyTensor:
+    """A tensor whose bytes are produced on demand by :meth:`load`."""
+
+    shape: tuple[int, ...]
+    dtype: DType
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return self.numel * self.dtype.itemsize
+
+    def load(self) -> np.ndarray:
+        """Return the tensor as a numpy array (possibly a read-only memory map)."""
+        raise NotImplementedError
+
+    def numpy(self) -> np.ndarray:
+        return self.load()
+
+    def sha256(self) -> str:
+        return hashlib.sha256(np.ascontiguousarray(self.load()).view(np.uint8).data).hexdigest()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(shape={self.shape}, dtype={self.dtype.name})"
+
+
+class ArrayTensor(LazyTensor):
+    """An in-memory array (used by tests and by transforms that must materialise)."""
+
+    def __init__(self, array: np.ndarray) -> None:
+        from llmstd.dtypes import from_numpy
+
+        self._array = array
+        self.shape = tuple(int(d) for d in array.shape)
+        self.dtype = from_numpy(array.dtype)
+
+    def load(self) -> np.ndarray:
+        return self._array
+
+
+class FileSliceTensor(LazyTensor):
+    """A contiguous C-order tensor stored at ``[offset, offset + nbytes)`` of a file.
+
+    The byte range must already have been checked against the file size by the reader; ``load``
+    re-checks it because files can change between header parsing and loading.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        offset: int,
+        shape: Sequence[int],
+        dtype: DType,
+        *,
+        big_endian: bool = False,
+        verify: Callable[[memoryview], None] | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.offset = int(offset)
+        self.shape = tuple(int(d) for d in shape)
+        self.dtype = dtype
+        self.big_endian = big_endian
+        self._verify = verify
+
+    @property
+    def is_plain(self) -> bool:
+        """True when the file bytes are exactly the native little-endian tensor bytes."""
+        return not self.big_endian and self._verify is None
+
+    def load(self) -> np.ndarray:
+        if self.nbytes == 0:
+            return np.zeros(self.shape, dtype=self.dtype.numpy)
+        size = os.path.getsize(self.path)
+        if self.offset + self.nbytes > size:
+            raise FormatError(
+                f"tensor bytes [{self.offset}, {self.offset + self.nbytes}) run past the end of the file "
+                f"({size} bytes); the file is truncated",
+                file=self.path,
+                offset=self.offset,
+                hint="re-download or re-save the checkpoint",
+            )
+        with open(self.path, "rb") as fh:
+            # Map only the pages covering this tensor so resident memory stays per-tensor.
+            start = self.offset - self.offset % mmap.ALLOCATIONGRANULARITY
+            mm = mmap.mmap(fh.fileno(), self.offset + self.nbytes - start, access=mmap.ACCESS_READ, offset=start)
+        view = memoryview(mm)[self.offset - start : self.offset - start + self.nbytes]
+        if self._verify is not None:
+            self._verify(view)
+        np_dtype = self.dtype.numpy.newbyteorder(">") if self.big_endian else self.dtype.numpy
+        array = np.frombuffer(view, dtype=np_dtype).reshape(self.shape)
+        if self.big_endian:
+            array = array.astype(self.dtype.numpy)
+        return array
+
+    def copy_to(self, out_fd: int) -> None:
+        """Copy this tensor's bytes into ``out_fd`` at its current position, kernel to kernel."""
+        with open(self.path, "rb") as src:
+            remaining, offset = self.nbytes, self.offset
+            while remaining:
+                sent = os.copy_file_range(src.fileno(), out_fd, remaining, offset)
+                if sent == 0:
+                    raise FormatError("file ended while copying tensor bytes", file=self.path, offset=offset)
+                remaining -= sent
+                offset += sent
+
+
+class DerivedTensor(LazyTensor):
+    """A tensor computed from other lazy tensors by a layout transform."""
+
+    def __init__(
+        self,
+        sources: Sequence[LazyTensor],
+        compute: Callable[[list[np.ndarray]], np.ndarray],
+        shape: Sequence[int],
+        dtype: DType,
+        description: str,
+    ) -> None:
+        self.sources = tuple(sources)
+        self._compute = compute
+        self.shape = tuple(int(d) for d in shape)
+        self.dtype = dtype
+        self.description = description
+
+    def load(self) -> np.ndarray:
+        array = self._compute([s.load() for s in self.sources])
+        if tuple(array.shape) != self.shape or array.dtype != self.dtype.numpy:
+            raise AssertionError(
+                f"transform '{self.description}' produced {array.shape} {array.dtype}, "
+                f"declared {self.shape} {self.dtype.name}"
+            )
+        return array
+
+
+class CastTensor(LazyTensor):
+    """A tensor cast to another dtype on load, refusing lossy casts unless forced."""
+
+    def __init__(self, source: LazyTensor, target: DType, name: str, force: bool) -> None:
+        self.source = source
+        self.shape = source.shape
+        self.dtype = target
+        self._name = name
+        self._force = force
+
+    def load(self) -> np.ndarray:
+        from llmstd.dtypes import cast
+
+        return cast(self.source.load(), self.dtype, tensor=self._name, force=self._force)

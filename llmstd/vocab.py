@@ -1,0 +1,167 @@
+"""The canonical vocabulary: every canonical tensor name, its shape rule and when it exists.
+
+This is the one place where canonical parameter names are spelled in code. Naming maps refer to
+these names; validation, inspection and the runtimes derive the expected tensor set of a model from
+its canonical config through :func:`expected_tensors`.
+
+Layout rules (see docs/SPEC.md): every linear weight is ``[out, in]``; q, k and v are separate;
+q and k rows follow the rotate-half rotary convention (pairs ``(j, j + rotary_dim/2)`` within each
+head, as Hugging Face stores Llama); norms store the factor actually applied to the activations.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from llmstd.config import CanonicalConfig
+
+SPEC_VERSION = "1.0"
+
+# Dialects a naming map may describe. A dialect is how one framework ecosystem names and lays out
+# tensors; the container (bytes on disk) is a separate concern.
+DIALECTS = ("hf", "hf_tf", "tf_original", "tf_llmstd", "onnx", "meta", "gguf", "keras_hub")
+
+HEADS = ("causal_lm", "masked_lm", "base")
+NORM_KINDS = ("layernorm", "rmsnorm")
+NORM_POSITIONS = ("pre", "post")
+ACTIVATIONS = ("gelu", "gelu_tanh", "silu", "relu", "quick_gelu")
+POSITIONALS = ("learned", "rope")
+
+
+@dataclass(frozen=True)
+class CanonicalTensor:
+    """One canonical tensor: a name pattern (``{i}`` = layer index), shape rule and presence rule."""
+
+    pattern: str
+    shape: tuple[str, ...]  # each dim is an attribute of CanonicalConfig (or a product "a*b")
+    role: str  # embedding | linear | bias | norm
+    present: str  # attribute of CanonicalConfig (or derived predicate below) that must be true
+
+    @property
+    def per_layer(self) -> bool:
+        return "{i}" in self.pattern
+
+    def name(self, layer: int | None = None) -> str:
+        return self.pattern.replace("{i}", str(layer)) if self.per_layer else self.pattern
+
+
+_Q = "q_size"
+_KV = "kv_size"
+
+TENSORS: tuple[CanonicalTensor, ...] = (
+    CanonicalTensor("embed.tokens.weight", ("vocab_size", "hidden_size"), "embedding", "always"),
+    CanonicalTensor("embed.positions.weight", ("max_positions", "hidden_size"), "embedding", "has_learned_positions"),
+    CanonicalTensor("embed.token_types.weight", ("type_vocab_size", "hidden_size"), "embedding", "has_token_types"),
+    CanonicalTensor("embed.norm.weight", ("hidden_size",), "norm", "embedding_norm"),
+    CanonicalTensor("embed.norm.bias", ("hidden_size",), "bias", "embedding_norm_bias"),
+    CanonicalTensor("layers.{i}.attn_norm.weight", ("hidden_size",), "norm", "always"),
+    CanonicalTensor("layers.{i}.attn_norm.bias", ("hidden_size",), "bias", "norm_bias"),
+    CanonicalTensor("layers.{i}.attn.q.weight", (_Q, "hidden_size"), "linear", "always"),
+    CanonicalTensor("layers.{i}.attn.q.bias", (_Q,), "bias", "attn_qkv_bias"),
+    CanonicalTensor("layers.{i}.attn.k.weight", (_KV, "hidden_size"), "linear", "always"),
+    CanonicalTensor("layers.{i}.attn.k.bias", (_KV,), "bias", "attn_qkv_bias"),
+    CanonicalTensor("layers.{i}.attn.v.weight", (_KV, "hidden_size"), "linear", "always"),
+    CanonicalTensor("layers.{i}.attn.v.bias", (_KV,), "bias", "attn_qkv_bias"),
+    CanonicalTensor("layers.{i}.attn.o.weight", ("hidden_size", _Q), "linear", "always"),
+    CanonicalTensor("layers.{i}.attn.o.bias", ("hidden_size",), "bias", "attn_out_bias"),
+    CanonicalTensor("layers.{i}.mlp_norm.weight", ("hidden_size",), "norm", "has_mlp_norm"),
+    CanonicalTensor("layers.{i}.mlp_norm.bias", ("hidden_size",), "bias", "mlp_norm_bias"),
+    CanonicalTensor("layers.{i}.mlp.gate.weight", ("intermediate_size", "hidden_size"), "linear", "gated_mlp"),
+    CanonicalTensor("layers.{i}.mlp.gate.bias", ("intermediate_size",), "bias", "gated_mlp_bias"),
+    CanonicalTensor("layers.{i}.mlp.up.weight", ("intermediate_size", "hidden_size"), "linear", "always"),
+    CanonicalTensor("layers.{i}.mlp.up.bias", ("intermediate_size",), "bias", "mlp_bias"),
+    CanonicalTensor("layers.{i}.mlp.down.weight", ("hidden_size", "intermediate_size"), "linear", "always"),
+    CanonicalTensor("layers.{i}.mlp.down.bias", ("hidden_size",), "bias", "mlp_bias"),
+    CanonicalTensor("final_norm.weight", ("hidden_size",), "norm", "final_norm"),
+    CanonicalTensor("final_norm.bias", ("hidden_size",), "bias", "final_norm_bias"),
+    CanonicalTensor("pooler.weight", ("hidden_size", "hidden_size"), "linear", "pooler"),
+    CanonicalTensor("pooler.bias", ("hidden_size",), "bias", "pooler"),
+    CanonicalTensor("mlm.transform.weight", ("hidden_size", "hidden_size"), "linear", "is_masked_lm"),
+    CanonicalTensor("mlm.transform.bias", ("hidden_size",), "bias", "is_masked_lm"),
+    CanonicalTensor("mlm.norm.weight", ("hidden_size",), "norm", "is_masked_lm"),
+    CanonicalTensor("mlm.norm.bias", ("hidden_size",), "bias", "mlm_norm_bias"),
+    CanonicalTensor("lm_head.weight", ("vocab_size", "hidden_size"), "linear", "has_lm_head"),
+    CanonicalTensor("lm_head.bias", ("vocab_size",), "bias", "lm_head_bias"),
+)
+BY_PATTERN = {t.pattern: t for t in TENSORS}
+
+#: Tensors that are stored once when the config ties them: key is tied to value.
+TIED = {"lm_head.weight": "embed.tokens.weight"}
+
+_LAYER_NAME = re.compile(r"^layers\.(\d+)\.(.+)$")
+
+
+def pattern_of(name: str) -> str | None:
+    """The vocabulary pattern a concrete canonical name instantiates, or None."""
+    m = _LAYER_NAME.match(name)
+    pattern = f"layers.{{i}}.{m.group(2)}" if m else name
+    return pattern if pattern in BY_PATTERN else None
+
+
+def layer_of(name: str) -> int | None:
+    m = _LAYER_NAME.match(name)
+    return int(m.group(1)) if m else None
+
+
+def _predicates(config: CanonicalConfig) -> dict[str, bool]:
+    c = config
+    return {
+        "always": True,
+        "has_learned_positions": c.positional == "learned",
+        "has_token_types": c.type_vocab_size > 0,
+        "embedding_norm": c.embedding_norm,
+        "embedding_norm_bias": c.embedding_norm and c.norm_bias,
+        "norm_bias": c.norm_bias,
+        "attn_qkv_bias": c.attn_qkv_bias,
+        "attn_out_bias": c.attn_out_bias,
+        "has_mlp_norm": c.mlp_norm,
+        "mlp_norm_bias": c.mlp_norm and c.norm_bias,
+        "gated_mlp": c.gated_mlp,
+        "gated_mlp_bias": c.gated_mlp and c.mlp_bias,
+        "mlp_bias": c.mlp_bias,
+        "final_norm": c.final_norm,
+        "final_norm_bias": c.final_norm and c.norm_bias,
+        "pooler": c.pooler,
+        "is_masked_lm": c.head == "masked_lm",
+        "mlm_norm_bias": c.head == "masked_lm" and c.norm_bias,
+        "has_lm_head": c.head != "base" and not c.tie_word_embeddings,
+        "lm_head_bias": c.head != "base" and c.lm_head_bias,
+    }
+
+
+def _dim(config: CanonicalConfig, rule: str) -> int:
+    if rule == _Q:
+        return config.num_heads * config.head_dim
+    if rule == _KV:
+        return config.num_kv_heads * config.head_dim
+    return int(getattr(config, rule))
+
+
+def expected_tensors(config: CanonicalConfig) -> dict[str, tuple[int, ...]]:
+    """Every canonical tensor a model with this config stores, in canonical order, with its shape."""
+    preds = _predicates(config)
+    out: dict[str, tuple[int, ...]] = {}
+    per_layer = [t for t in TENSORS if t.per_layer]
+    globals_before = [t for t in TENSORS if not t.per_layer and t.pattern.startswith("embed.")]
+    globals_after = [t for t in TENSORS if not t.per_layer and not t.pattern.startswith("embed.")]
+    for spec in globals_before:
+        if preds[spec.present]:
+            out[spec.name()] = tuple(_dim(config, d) for d in spec.shape)
+    for layer in range(config.num_layers):
+        for spec in per_layer:
+            if preds[spec.present]:
+                out[spec.name(layer)] = tuple(_dim(config, d) for d in spec.shape)
+    for spec in globals_after:
+        if preds[spec.present]:
+            out[spec.name()] = tuple(_dim(config, d) for d in spec.shape)
+    return out
+
+
+def tied_tensors(config: CanonicalConfig) -> dict[str, str]:
+    """Canonical tensors not stored because they are tied to another one, for this config."""
+    if config.head != "base" and config.tie_word_embeddings:
+        return dict(TIED)
+    return {}

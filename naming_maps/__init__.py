@@ -1,0 +1,1 @@
+"""Naming maps: one TOML data file per architecture (loaded by llmstd.maps). No code lives here."""
