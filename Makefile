@@ -36,5 +36,9 @@ demo: install
 test: install-test
 	$(PY) -m pytest -q
 
+# Longer fuzzing of every reader (the suite runs a bounded number of examples per reader).
+fuzz: install-test
+	LLMSTD_FUZZ_EXAMPLES=$${LLMSTD_FUZZ_EXAMPLES:-5000} $(PY) -m pytest -q tests/hostile/test_fuzz.py
+
 clean:
 	rm -rf build dist *.egg-info $(VENV)

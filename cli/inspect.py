@@ -38,8 +38,8 @@ def inspect(
     out.print(f"  format {report.format}, container {report.container}, dialect {report.dialect}, "
               f"architecture [bold]{report.architecture}[/]")
     out.print(f"  {report.parameters:,} parameters in {len(report.tensors)} canonical tensors "
-              f"({report.source_tensor_count} in the files), {_size(report.total_bytes)}: "
-              + ", ".join(f"{d} {_size(b)}" for d, b in report.dtype_bytes.items()))
+              f"({report.source_tensor_count} in the files), {_size(report.total_bytes)} ("
+              + ", ".join(f"{d} {_size(b)}" for d, b in report.dtype_bytes.items()) + ")")
     for tied, target in report.tied.items():
         out.print(f"  tied: {tied} = {target} (stored once)")
     for item in report.ignored:

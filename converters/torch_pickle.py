@@ -339,9 +339,13 @@ def read_torch_checkpoint(path: Path) -> dict[str, LazyTensor]:
                 raise FormatError(f"byteorder record says '{byteorder}', expected 'little' or 'big'", file=path)
             members = _storage_members(zf, prefix, path, file_size)
             pickle_bytes = _read_member(zf, f"{prefix}data.pkl", path)
-    except zipfile.BadZipFile as exc:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError, struct.error,
+            NotImplementedError) as exc:
+        # zipfile reports damaged archives through many exception types (a lying offset surfaces as
+        # an OSError from seek, a bad header as struct.error); all mean the same to the user.
         raise FormatError(
-            f"damaged zip archive ({exc})", file=path, hint="re-download or re-save the checkpoint"
+            f"damaged zip archive ({type(exc).__name__}: {exc})", file=path,
+            hint="re-download or re-save the checkpoint",
         ) from None
 
     storages: dict[str, _Storage] = {}

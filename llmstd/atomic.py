@@ -61,6 +61,32 @@ def check_not_overlapping(sources: list[Path], dst: Path) -> None:
                               hint="choose a destination outside the source checkpoint")
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_abandoned(parent: Path, name: str) -> None:
+    """Delete staging directories for ``name`` left by killed conversions (their pid is gone)."""
+    prefix = f"{STAGING_MARK}{name}-"
+    for entry in parent.iterdir():
+        if not entry.name.startswith(prefix) or not entry.is_dir():
+            continue
+        pid, _, rest = entry.name[len(prefix):].partition("-")
+        if not pid.isdigit() or _pid_alive(int(pid)):
+            continue
+        if rest.startswith("old-") and not (parent / name).exists():
+            # Killed between moving the previous output aside and moving the new one in: restore it.
+            os.rename(entry, parent / name)
+        else:
+            shutil.rmtree(entry, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def staged_directory(dst: Path, *, overwrite: bool = False) -> Iterator[Path]:
     """Yield a staging directory; on success it becomes ``dst`` atomically."""
@@ -71,7 +97,8 @@ def staged_directory(dst: Path, *, overwrite: bool = False) -> Iterator[Path]:
     parent = dst.parent if str(dst.parent) else Path(".")
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        staging = parent / f"{STAGING_MARK}{dst.name}-{uuid.uuid4().hex[:12]}"
+        _remove_abandoned(parent, dst.name)
+        staging = parent / f"{STAGING_MARK}{dst.name}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
         staging.mkdir()
     except OSError as exc:
         raise OutputError(f"cannot create the output directory: {exc.strerror}", file=dst) from None
@@ -82,7 +109,7 @@ def staged_directory(dst: Path, *, overwrite: bool = False) -> Iterator[Path]:
             if not _exchange(staging, dst):
                 # Fallback without an atomic swap: the old output is moved aside first, so a crash
                 # in between leaves no destination (never a partial one) and the old copy next to it.
-                aside = parent / f"{STAGING_MARK}{dst.name}-old-{uuid.uuid4().hex[:12]}"
+                aside = parent / f"{STAGING_MARK}{dst.name}-{os.getpid()}-old-{uuid.uuid4().hex[:12]}"
                 os.rename(dst, aside)
                 os.rename(staging, dst)
                 staging = aside

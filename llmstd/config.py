@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llmstd import vocab
+from llmstd.dtypes import BY_NAME as DTYPE_NAMES
 from llmstd.errors import ConfigError
 
 JsonValue = Any
@@ -145,6 +146,12 @@ def validate_config(c: CanonicalConfig) -> None:
                  "intermediate_size", "max_positions"):
         if getattr(c, name) <= 0:
             raise ConfigError(f"field '{name}' must be positive, got {getattr(c, name)}")
+    # Upper bounds keep a hostile config from making llmstd enumerate billions of tensor names.
+    for name, limit in (("num_layers", 10_000), ("num_heads", 100_000), ("num_kv_heads", 100_000)):
+        if getattr(c, name) > limit:
+            raise ConfigError(f"field '{name}' is {getattr(c, name)}, beyond the supported {limit}")
+    if c.dtype not in DTYPE_NAMES:
+        raise ConfigError(f"field 'dtype' is {c.dtype!r}, not a known dtype")
     if c.type_vocab_size < 0:
         raise ConfigError(f"field 'type_vocab_size' must be >= 0, got {c.type_vocab_size}")
     if c.num_heads % c.num_kv_heads:

@@ -97,6 +97,12 @@ class MissingDependencyError(LlmstdError):
     """An optional framework needed for this operation is not installed."""
 
 
+def name_list(names: list[str] | tuple[str, ...], limit: int = 20) -> str:
+    """Comma-separated names for a message, cut after ``limit`` so hostile inputs cannot flood it."""
+    shown = ", ".join(names[:limit])
+    return shown + (f" … and {len(names) - limit} more" if len(names) > limit else "")
+
+
 def require(module: str, extra: str) -> object:
     """Import an optional framework lazily, or explain which extra installs it."""
     import importlib

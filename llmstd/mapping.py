@@ -14,7 +14,7 @@ import numpy as np
 
 from llmstd import transforms, vocab
 from llmstd.config import CanonicalConfig
-from llmstd.errors import MappingError
+from llmstd.errors import MappingError, name_list
 from llmstd.maps import DialectName, Entry, NamingMap
 from llmstd.tensors import DerivedTensor, FileSliceTensor, LazyTensor
 
@@ -139,7 +139,7 @@ def to_canonical(
     if unmapped:
         raise MappingError(
             f"{len(unmapped)} tensor(s) have no canonical name in the '{dialect}' dialect of map "
-            f"{nmap.path}: {', '.join(sorted(unmapped))}",
+            f"{nmap.path}: {name_list(sorted(unmapped))}",
             names=sorted(unmapped), file=source,
             hint="add them to the map, list them under 'ignore' with a reason, or choose another --arch",
         )
@@ -177,14 +177,14 @@ def to_canonical(
     if unexpected:
         raise MappingError(
             f"{len(unexpected)} tensor(s) are not part of this model according to its config: "
-            f"{', '.join(sorted(unexpected))}",
+            f"{name_list(sorted(unexpected))}",
             names=sorted(unexpected), file=source,
             hint="check tie_word_embeddings, bias and layer-count settings in the config",
         )
     missing = [c for c in expected if c not in out]
     if missing:
         raise MappingError(
-            f"{len(missing)} canonical tensor(s) required by the config are missing: {', '.join(missing)}",
+            f"{len(missing)} canonical tensor(s) required by the config are missing: {name_list(missing)}",
             names=missing, file=source, hint="the checkpoint is incomplete or the config does not match it",
         )
     # Tied duplicates (e.g. lm_head.weight kept next to the embeddings in .bin files) must be equal.
@@ -245,7 +245,7 @@ def from_canonical(
     uncovered = [c for c in tensors if c not in covered]
     if uncovered:
         raise MappingError(
-            f"dialect '{dialect}' of map {nmap.path} has no name for {', '.join(uncovered)}",
+            f"dialect '{dialect}' of map {nmap.path} has no name for {name_list(uncovered)}",
             names=uncovered, hint="extend the naming map for this dialect",
         )
     return out

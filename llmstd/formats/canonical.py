@@ -18,7 +18,7 @@ from llmstd import __version__, vocab
 from llmstd.checkpoint import Checkpoint
 from llmstd.config import CanonicalConfig
 from llmstd.converters import safetensors_io, shard_index
-from llmstd.errors import FormatError, MappingError, SpecVersionError
+from llmstd.errors import FormatError, MappingError, SpecVersionError, name_list
 from llmstd.formats import Format, WriteOptions, common, register
 from llmstd.mapping import MappingReport
 from llmstd.tensors import LazyTensor
@@ -124,9 +124,9 @@ def _check_tensor_set(tensors: dict[str, LazyTensor], config: CanonicalConfig, s
     if missing or unexpected:
         parts = []
         if missing:
-            parts.append(f"missing {', '.join(missing)}")
+            parts.append(f"missing {name_list(missing)}")
         if unexpected:
-            parts.append(f"unexpected {', '.join(unexpected)}")
+            parts.append(f"unexpected {name_list(unexpected)}")
         raise MappingError(f"tensors do not match the canonical config: {'; '.join(parts)}",
                            names=missing + unexpected, file=source)
     for name, shape in expected.items():

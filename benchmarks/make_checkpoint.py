@@ -1,0 +1,86 @@
+"""Generate random Hugging Face checkpoints of realistic shapes without torch, for benchmarks.
+
+    python benchmarks/make_checkpoint.py llama-500m OUT_DIR [--dtype bfloat16] [--shard-size 1GB]
+
+Weights are random (normal × 0.02) and written with llmstd's streaming safetensors writer, in the
+names, layout and config.json transformers would write, one tensor in memory at a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from llmstd import dtypes, vocab
+from llmstd.checkpoint import Checkpoint
+from llmstd.config import CanonicalConfig
+from llmstd.formats import WriteOptions, hf
+from llmstd.tensors import LazyTensor
+from llmstd.convert import parse_size
+
+LLAMA = dict(
+    architecture="llama", head="causal_lm", norm_kind="rmsnorm", norm_eps=1e-5, norm_position="pre", norm_bias=False,
+    final_norm=True, embedding_norm=False, mlp_norm=True, activation="silu", gated_mlp=True, positional="rope",
+    rope_theta=10000.0, rope_scaling=None, attn_qkv_bias=False, attn_out_bias=False, mlp_bias=False,
+    lm_head_bias=False, tie_word_embeddings=False, parallel_residual=False, type_vocab_size=0, pooler=False,
+    sliding_window=None, bos_token_id=1, eos_token_id=2, pad_token_id=None, max_positions=2048,
+)
+GPT2 = dict(
+    architecture="gpt2", head="causal_lm", norm_kind="layernorm", norm_eps=1e-5, norm_position="pre",
+    norm_bias=True, final_norm=True, embedding_norm=False, mlp_norm=True, activation="gelu_tanh", gated_mlp=False,
+    positional="learned", rope_theta=None, rotary_dim=None, rope_scaling=None, attn_qkv_bias=True,
+    attn_out_bias=True, mlp_bias=True, lm_head_bias=False, tie_word_embeddings=True, parallel_residual=False,
+    type_vocab_size=0, pooler=False, sliding_window=None, bos_token_id=50256, eos_token_id=50256, pad_token_id=None,
+)
+SHAPES = {
+    # ~0.5B parameters: Llama layout at d_model 1536.
+    "llama-500m": dict(LLAMA, vocab_size=32000, hidden_size=1536, num_layers=16, num_heads=16, num_kv_heads=4,
+                       head_dim=96, rotary_dim=96, intermediate_size=4096),
+    # TinyLlama-1.1B shape.
+    "llama-1.1b": dict(LLAMA, vocab_size=32000, hidden_size=2048, num_layers=22, num_heads=32, num_kv_heads=4,
+                       head_dim=64, rotary_dim=64, intermediate_size=5632),
+    "gpt2-medium": dict(GPT2, vocab_size=50257, hidden_size=1024, num_layers=24, num_heads=16, num_kv_heads=16,
+                        head_dim=64, intermediate_size=4096, max_positions=1024),
+    "llama-tiny": dict(LLAMA, vocab_size=512, hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
+                       head_dim=16, rotary_dim=16, intermediate_size=128),
+}
+
+
+class RandomTensor(LazyTensor):
+    """Random normal values generated on load, seeded per tensor so files are reproducible."""
+
+    def __init__(self, shape: tuple[int, ...], dtype: str, seed: int) -> None:
+        self.shape, self.dtype, self.seed = shape, dtypes.dtype(dtype), seed
+
+    def load(self) -> np.ndarray:
+        rng = np.random.default_rng(self.seed)
+        return (rng.standard_normal(self.shape, dtype=np.float32) * 0.02).astype(self.dtype.numpy)
+
+
+def make(shape: str, out: Path, dtype: str = "bfloat16", shard_size: str | None = None) -> Path:
+    config = CanonicalConfig(dtype=dtype, **SHAPES[shape])
+    tensors = {name: RandomTensor(s, dtype, seed) for seed, (name, s) in enumerate(vocab.expected_tensors(config).items())}
+    ckpt = Checkpoint(path=out, format="canonical", container="generated", dialect="canonical", config=config,
+                      tensors=tensors, files=[])
+    out.mkdir(parents=True, exist_ok=True)
+    hf.write(ckpt, out, WriteOptions(shard_size=parse_size(shard_size)))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("shape", choices=sorted(SHAPES))
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--dtype", default="bfloat16", choices=["float32", "float16", "bfloat16"])
+    parser.add_argument("--shard-size", default=None)
+    args = parser.parse_args()
+    make(args.shape, args.out, args.dtype, args.shard_size)
+    total = sum(f.stat().st_size for f in args.out.iterdir())
+    print(json.dumps({"shape": args.shape, "out": str(args.out), "bytes": total}))
+
+
+if __name__ == "__main__":
+    main()

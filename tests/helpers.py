@@ -1,0 +1,272 @@
+"""Shared test utilities: tiny randomized Hugging Face models, saving them in each container, running
+them, and comparing tensors bit for bit.
+
+Everything here that needs torch/transformers imports them lazily, so test modules that only need the
+file helpers (and the lazy-import tests) stay framework-free.
+
+Models are tiny (hidden 32, 2 layers, vocab 128, 128 positions) and *every* parameter is random:
+transformers' init leaves biases at 0 and norm weights at 1, which would hide a swapped bias or norm.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+CLI = VENV_BIN / "llmstd"
+
+VOCAB = 128
+SEQ = 20  # tokens per sequence in the test batch (> 16 so rotary mistakes show)
+
+# kind -> (transformers config class, model class, Auto class used to reload, config kwargs)
+KINDS: dict[str, dict[str, Any]] = {
+    "gpt2": {
+        "config": "GPT2Config", "model": "GPT2LMHeadModel", "auto": "AutoModelForCausalLM",
+        "kwargs": dict(vocab_size=VOCAB, n_positions=128, n_embd=32, n_layer=2, n_head=4,
+                       bos_token_id=0, eos_token_id=0),
+    },
+    "bert": {
+        "config": "BertConfig", "model": "BertModel", "auto": "AutoModel",
+        "kwargs": dict(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                       intermediate_size=64, max_position_embeddings=128, type_vocab_size=2),
+    },
+    "bert-mlm": {
+        "config": "BertConfig", "model": "BertForMaskedLM", "auto": "AutoModelForMaskedLM",
+        "kwargs": dict(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                       intermediate_size=64, max_position_embeddings=128, type_vocab_size=2),
+    },
+    "llama": {
+        "config": "LlamaConfig", "model": "LlamaForCausalLM", "auto": "AutoModelForCausalLM",
+        "kwargs": dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                       tie_word_embeddings=False, rope_theta=10000.0),
+    },
+    "llama-tied": {
+        "config": "LlamaConfig", "model": "LlamaForCausalLM", "auto": "AutoModelForCausalLM",
+        "kwargs": dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                       tie_word_embeddings=True),
+    },
+    "mistral": {
+        "config": "MistralConfig", "model": "MistralForCausalLM", "auto": "AutoModelForCausalLM",
+        "kwargs": dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                       sliding_window=64, tie_word_embeddings=False),
+    },
+    "qwen2": {
+        "config": "Qwen2Config", "model": "Qwen2ForCausalLM", "auto": "AutoModelForCausalLM",
+        "kwargs": dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                       tie_word_embeddings=True),
+    },
+}
+ALL_KINDS = tuple(KINDS)
+FORMS = ("safetensors", "sharded", "bin")
+SHARD_SIZE = "20KB"  # gives several shards for every tiny model
+
+
+# ------------------------------------------------------------------------------------------------
+# building and running models (torch + transformers)
+
+
+def _torch_dtype(dtype: Any) -> Any:
+    import torch
+
+    if isinstance(dtype, str):
+        return getattr(torch, dtype)
+    return dtype if dtype is not None else torch.float32
+
+
+def randomize_(model: Any, seed: int = 0) -> Any:
+    """Set EVERY parameter (weights, biases, norm weights) to normal*0.05, then re-tie tied weights."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for _, param in sorted(model.named_parameters(remove_duplicate=True)):
+            values = torch.randn(param.shape, generator=gen, dtype=torch.float32) * 0.05
+            param.copy_(values.to(param.dtype))
+    model.tie_weights()
+    return model
+
+
+def build_model(kind: str, dtype: Any = None, seed: int = 0, attn_implementation: str = "eager") -> Any:
+    """A tiny randomized transformers model of ``kind`` (see KINDS), in eval mode."""
+    import torch
+    import transformers
+
+    spec = KINDS[kind]
+    config = getattr(transformers, spec["config"])(**spec["kwargs"])
+    config._attn_implementation = attn_implementation
+    torch.manual_seed(seed)
+    model = getattr(transformers, spec["model"])(config)
+    randomize_(model, seed)
+    model = model.to(_torch_dtype(dtype))
+    model.eval()
+    return model
+
+
+def auto_class(kind: str) -> Any:
+    import transformers
+
+    return getattr(transformers, KINDS[kind]["auto"])
+
+
+def load_hf(kind: str, path: str | Path, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+    """Load a directory with transformers' Auto class for ``kind``; returns (model, loading info)."""
+    kwargs.setdefault("attn_implementation", "eager")
+    kwargs.setdefault("dtype", "auto")
+    model, info = auto_class(kind).from_pretrained(str(path), output_loading_info=True, **kwargs)
+    model.eval()
+    return model, info
+
+
+def assert_clean_loading_info(info: Mapping[str, Any]) -> None:
+    for key in ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs"):
+        assert not list(info.get(key, [])), f"{key}: {info.get(key)}"
+
+
+def save(model: Any, directory: str | Path, form: str) -> Path:
+    """Save with transformers' own save_pretrained: 'safetensors', 'sharded' (several safetensors
+    shards + index) or 'bin' (pytorch_model.bin)."""
+    directory = Path(directory)
+    if form == "safetensors":
+        model.save_pretrained(directory, safe_serialization=True)
+    elif form == "sharded":
+        model.save_pretrained(directory, safe_serialization=True, max_shard_size=SHARD_SIZE)
+        assert len(list(directory.glob("model-*.safetensors"))) >= 2, "sharded form should give several shards"
+    elif form == "bin":
+        model.save_pretrained(directory, safe_serialization=False)
+    else:
+        raise ValueError(f"unknown form {form!r}")
+    return directory
+
+
+def padded_batch(seq: int = SEQ, vocab: int = VOCAB, seed: int = 1) -> tuple[Any, Any]:
+    """Two sequences of ``seq`` tokens; the second is right-padded (last 6 positions masked)."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    input_ids = torch.randint(1, vocab, (2, seq), generator=gen)
+    attention_mask = torch.ones(2, seq, dtype=torch.long)
+    attention_mask[1, seq - 6:] = 0
+    input_ids[1, seq - 6:] = 0
+    return input_ids, attention_mask
+
+
+def logits(model: Any, input_ids: Any, attention_mask: Any) -> Any:
+    """The model's output on a batch: logits for LM heads; hidden states (+ pooler) for base models."""
+    import torch
+
+    with torch.no_grad():
+        out = model(input_ids=input_ids, attention_mask=attention_mask)
+    if getattr(out, "logits", None) is not None:
+        return out.logits
+    parts = [out.last_hidden_state.reshape(-1)]
+    if getattr(out, "pooler_output", None) is not None:
+        parts.append(out.pooler_output.reshape(-1))
+    return torch.cat(parts)
+
+
+# ------------------------------------------------------------------------------------------------
+# reading and comparing tensors
+
+
+def torch_bytes(t: Any) -> bytes:
+    import torch
+
+    return t.detach().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+
+
+def np_bytes(a: np.ndarray) -> bytes:
+    return np.ascontiguousarray(a).reshape(-1).view(np.uint8).tobytes()
+
+
+def read_safetensors_dir(directory: str | Path, stem: str = "model") -> dict[str, Any]:
+    """All tensors of ``<stem>.safetensors`` or its sharded set, as torch tensors (read by safetensors)."""
+    from safetensors.torch import load_file
+
+    directory = Path(directory)
+    single = directory / f"{stem}.safetensors"
+    if single.is_file():
+        return load_file(str(single))
+    index = json.loads((directory / f"{stem}.safetensors.index.json").read_text())
+    out: dict[str, Any] = {}
+    for shard in sorted(set(index["weight_map"].values())):
+        tensors = load_file(str(directory / shard))
+        assert not set(tensors) & set(out), f"tensor in two shards: {set(tensors) & set(out)}"
+        out.update(tensors)
+    assert set(out) == set(index["weight_map"]), "index weight_map disagrees with the shards"
+    return out
+
+
+def expected_state(model: Any, tmp_dir: str | Path) -> dict[str, Any]:
+    """The tensors a safetensors save_pretrained stores (tied duplicates dropped), as torch tensors."""
+    tmp_dir = Path(tmp_dir)
+    if not (tmp_dir / "model.safetensors").is_file():
+        model.save_pretrained(tmp_dir, safe_serialization=True)
+    return read_safetensors_dir(tmp_dir)
+
+
+def assert_tensors_bit_identical(expected: Mapping[str, Any], got: str | Path | Mapping[str, Any]) -> None:
+    """Same names, dtypes, shapes and raw bytes. ``got`` is a directory (read with safetensors) or a dict."""
+    if not isinstance(got, Mapping):
+        got = read_safetensors_dir(got)
+    missing = sorted(set(expected) - set(got))
+    extra = sorted(set(got) - set(expected))
+    assert not missing and not extra, f"missing {missing}, unexpected {extra}"
+    for name, want in expected.items():
+        have = got[name]
+        assert have.dtype == want.dtype, f"{name}: dtype {have.dtype} != {want.dtype}"
+        assert tuple(have.shape) == tuple(want.shape), f"{name}: shape {tuple(have.shape)} != {tuple(want.shape)}"
+        assert torch_bytes(have) == torch_bytes(want), f"{name}: bytes differ"
+
+
+# ------------------------------------------------------------------------------------------------
+# files and the CLI
+
+
+def tree(directory: str | Path) -> list[str]:
+    """Relative paths of everything under ``directory`` (sorted); [] if it does not exist."""
+    directory = Path(directory)
+    if not directory.exists():
+        return []
+    return sorted(str(p.relative_to(directory)) for p in directory.rglob("*"))
+
+
+def leftovers(parent: str | Path) -> list[str]:
+    """Staging directories llmstd might have left next to a destination."""
+    return sorted(p.name for p in Path(parent).iterdir() if p.name.startswith(".llmstd-staging-"))
+
+
+def run_cli(*args: str, cwd: str | Path | None = None, env: Mapping[str, str] | None = None,
+            exe: str | Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run the ``llmstd`` console script in a subprocess (no terminal, so no progress bars)."""
+    full_env = dict(os.environ)
+    full_env.update({"NO_COLOR": "1", "TERM": "dumb", "COLUMNS": "200"})
+    full_env.pop("LLMSTD_DEBUG", None)
+    if env:
+        full_env.update(env)
+    return subprocess.run([str(exe or CLI), *map(str, args)], cwd=cwd, env=full_env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def assert_cli_error(result: subprocess.CompletedProcess[str], *needles: str) -> str:
+    """Exit code 1, stderr is exactly one line starting with 'error:' and no traceback."""
+    assert result.returncode == 1, (result.returncode, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr and "Traceback" not in result.stdout, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, f"expected one line on stderr, got {lines!r}"
+    assert lines[0].startswith("error:"), lines[0]
+    for needle in needles:
+        assert needle in lines[0], f"{needle!r} not in {lines[0]!r}"
+    return lines[0]

@@ -1,0 +1,106 @@
+"""Heavy frameworks are imported only by the operations that need them: the CLI's help and every
+conversion between safetensors (and llmstd's own torch-free pickle reader/writer) run without torch,
+tensorflow, transformers or onnx ever entering ``sys.modules``.
+
+Each check runs in a fresh interpreter, since this pytest process has imported everything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+HEAVY = ("torch", "tensorflow", "transformers", "onnx", "onnxruntime", "jax", "keras", "tf_keras")
+
+REPORT = textwrap.dedent("""
+    import json as _json, sys as _sys
+    _heavy = %r
+    print("HEAVY=" + _json.dumps(sorted({m.split(".")[0] for m in _sys.modules} & set(_heavy))))
+""") % (HEAVY,)
+
+
+def _heavy_modules_after(code: str, cwd: Path | None = None) -> list[str]:
+    env = dict(os.environ)
+    env.pop("PYTHONSTARTUP", None)
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code) + REPORT], capture_output=True, text=True,
+                            env=env, cwd=cwd, timeout=120)
+    assert result.returncode == 0, result.stderr
+    (line,) = [line for line in result.stdout.splitlines() if line.startswith("HEAVY=")]
+    return json.loads(line.removeprefix("HEAVY="))
+
+
+def test_reporter_sees_an_import() -> None:
+    # Control: the probe really detects a heavy import.
+    pytest.importorskip("torch")
+    assert "torch" in _heavy_modules_after("import torch")
+
+
+def test_import_llmstd_is_light() -> None:
+    assert _heavy_modules_after("import llmstd, llmstd.converters, llmstd.maps, llmstd.transforms") == []
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["convert", "--help"], ["maps", "list"], ["maps", "show", "llama"],
+                                  ["--version"]])
+def test_cli_without_frameworks(argv: list[str]) -> None:
+    code = f"""
+        from llmstd.cli.main import app
+        try:
+            app({argv!r}, standalone_mode=False, prog_name="llmstd")
+        except SystemExit as exc:
+            assert exc.code in (0, None), exc.code
+    """
+    assert _heavy_modules_after(code) == []
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "llama", "bert-mlm"])
+def test_safetensors_conversions_without_frameworks(tiny, tmp_path: Path, kind: str) -> None:
+    src = tiny.hf_dir(kind, "safetensors")
+    sharded = tiny.hf_dir(kind, "sharded")
+    code = f"""
+        import llmstd
+        r1 = llmstd.convert({str(src)!r}, {str(tmp_path / "c")!r}, to="canonical")
+        r2 = llmstd.convert({str(tmp_path / "c")!r}, {str(tmp_path / "h")!r}, to="hf")
+        r3 = llmstd.convert({str(sharded)!r}, {str(tmp_path / "h2")!r}, to="hf", shard_size="20KB")
+        r4 = llmstd.convert({str(tmp_path / "c")!r}, {str(tmp_path / "c16")!r}, to="canonical", dtype="bfloat16")
+        info = llmstd.inspect({str(tmp_path / "h")!r})
+        ckpt = llmstd.load({str(tmp_path / "c")!r})
+        arrays = [t.load() for t in ckpt.values()]
+        assert len(arrays) == len(info.tensors) > 0
+    """
+    assert _heavy_modules_after(code) == []
+    assert (tmp_path / "h" / "model.safetensors").is_file()
+    assert (tmp_path / "h2" / "model.safetensors.index.json").is_file()
+
+
+def test_cli_conversion_without_frameworks(tiny, tmp_path: Path) -> None:
+    src = tiny.hf_dir("gpt2", "safetensors")
+    code = f"""
+        from llmstd.cli.main import app
+        for argv in (["convert", {str(src)!r}, {str(tmp_path / "c")!r}, "--to", "canonical", "--json"],
+                     ["convert", {str(tmp_path / "c")!r}, {str(tmp_path / "h")!r}, "--to", "hf"],
+                     ["inspect", {str(tmp_path / "h")!r}, "--json"]):
+            try:
+                app(argv, standalone_mode=False, prog_name="llmstd")
+            except SystemExit as exc:
+                assert exc.code in (0, None), exc.code
+    """
+    assert _heavy_modules_after(code) == []
+    assert (tmp_path / "h" / "model.safetensors").is_file()
+
+
+def test_bin_read_and_write_without_frameworks(tiny, tmp_path: Path) -> None:
+    # llmstd reads and writes pytorch_model.bin with its own pickle code, not torch.
+    src = tiny.hf_dir("llama", "bin")
+    code = f"""
+        import llmstd
+        llmstd.convert({str(src)!r}, {str(tmp_path / "c")!r}, to="canonical")
+        llmstd.convert({str(tmp_path / "c")!r}, {str(tmp_path / "b")!r}, to="hf", weights="bin")
+    """
+    assert _heavy_modules_after(code) == []
+    assert (tmp_path / "b" / "pytorch_model.bin").is_file()
