@@ -9,7 +9,7 @@ TEST_PINS := torch==2.13.0 transformers==4.57.6 "tensorflow-cpu==2.21.*" "tf-ker
 	"onnx==1.23.*" "onnxruntime>=1.18" "onnxscript>=0.5" "h5py>=3.8"
 DEMO_OUT := build/demo
 
-.PHONY: demo test install install-test fuzz clean
+.PHONY: demo test install install-test bench fuzz clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ demo: install
 
 test: install-test
 	$(PY) -m pytest -q
+
+# Scale benchmark (several GB of generated checkpoints under BENCH_DIR); writes benchmarks/RESULTS.md.
+BENCH_DIR ?= /tmp/llmstd-bench
+bench: install-test
+	$(PY) benchmarks/bench.py --workdir $(BENCH_DIR) --runs 3
 
 # Longer fuzzing of every reader (the suite runs a bounded number of examples per reader).
 fuzz: install-test

@@ -18,9 +18,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from llmstd import dtypes
 from llmstd.errors import FormatError
-from llmstd.tensors import FileSliceTensor, LazyTensor
+from llmstd.tensors import FileSliceTensor, LazyTensor, stream
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # same limit as the reference implementation
 MAX_METADATA_BYTES = 16 * 1024 * 1024
@@ -140,6 +142,10 @@ def _header_bytes(entries: Sequence[tuple[str, LazyTensor]], metadata: Mapping[s
     return struct.pack("<Q", len(raw)) + raw
 
 
+def _copyable(tensor: LazyTensor) -> bool:
+    return isinstance(tensor, FileSliceTensor) and tensor.is_plain
+
+
 def write_file(
     path: Path,
     entries: Sequence[tuple[str, LazyTensor]],
@@ -161,18 +167,16 @@ def write_file(
         raise FormatError("a tensor may not be named '__metadata__'", file=path)
     with open(path, "wb") as fh:
         fh.write(_header_bytes(entries, metadata or {}, metadata_reserve))
-        for name, tensor in entries:
-            if isinstance(tensor, FileSliceTensor) and tensor.is_plain:
+        for name, tensor, array in stream(entries, copyable=_copyable):
+            if array is None:
                 fh.flush()
-                tensor.copy_to(fh.fileno())
+                tensor.copy_to(fh.fileno())  # type: ignore[attr-defined]
                 fh.seek(0, os.SEEK_END)
             else:
-                array = tensor.load()
                 if array.dtype != tensor.dtype.numpy or tuple(array.shape) != tensor.shape:
                     raise FormatError(f"produced {array.dtype}{list(array.shape)} instead of the declared "
                                       f"{tensor.dtype.name}{list(tensor.shape)}", file=path, tensor=name)
-                fh.write(memoryview(array.reshape(-1).view("u1") if array.flags.c_contiguous else
-                                    array.copy().reshape(-1).view("u1")))
+                fh.write(memoryview(np.ascontiguousarray(array).reshape(-1).view(np.uint8)))
                 del array
             if progress:
                 progress(name, tensor.nbytes)

@@ -107,8 +107,13 @@ def convert(
         shard_size=parse_size(shard_size), weights=weights,
         progress=(lambda name, nbytes: progress(name, nbytes, total)) if progress else None,
     )
-    with staged_directory(dst, overwrite=overwrite) as staging:
-        written = target.write(ckpt, staging, options)
+    try:
+        with staged_directory(dst, overwrite=overwrite) as staging:
+            written = target.write(ckpt, staging, options)
+    except LlmstdError as exc:
+        if exc.file is None:  # e.g. a lossy cast found while writing: name the checkpoint it came from
+            exc.file = str(src)
+        raise
     return ConversionReport(
         source=str(src), destination=str(dst), source_format=ckpt.format, container=ckpt.container,
         dialect=ckpt.dialect, architecture=ckpt.architecture, target_format=to, tensors=len(ckpt.tensors),

@@ -96,7 +96,8 @@ def cast_damage(source: np.ndarray, result: np.ndarray) -> CastDamage:
     if not (BY_NUMPY[source.dtype].is_float and BY_NUMPY[result.dtype].is_float):
         return CastDamage(0, 0, 0)
     src_finite = np.isfinite(source)
-    res = result.astype(np.float32, copy=False)
+    with np.errstate(over="ignore", invalid="ignore"):
+        res = result.astype(np.float32, copy=False)
     overflowed = int(np.count_nonzero(src_finite & np.isinf(res)))
     flushed = int(np.count_nonzero((source != 0) & (res == 0)))
     nan_created = int(np.count_nonzero(~np.isnan(source) & np.isnan(res)))
@@ -107,7 +108,8 @@ def cast(array: np.ndarray, target: DType, *, tensor: str, force: bool = False) 
     """Cast ``array`` to ``target``; refuse (unless ``force``) a cast that loses values outright."""
     if array.dtype == target.numpy:
         return array
-    result = array.astype(target.numpy)
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):  # counted below, reported as an error
+        result = array.astype(target.numpy)
     damage = cast_damage(array, result)
     if damage.any and not force:
         raise CastError(

@@ -164,13 +164,14 @@ def to_canonical(
             shapes = transforms.forward_shapes(steps, [source_tensor.shape])
         except transforms.TransformError as exc:
             raise MappingError(f"{exc}", tensor=name, file=source) from None
+        fan_out = _FanOut(steps, source_tensor, len(canonical))
         for k, (cname, shape) in enumerate(zip(canonical, shapes)):
             if shape != expected[cname]:
                 raise MappingError(
                     f"maps to '{cname}' with shape {list(shape)}, but the config implies {list(expected[cname])}",
                     tensor=name, file=source, hint="the config and the weights disagree; fix config.json",
                 )
-            out[cname] = _forward(steps, source_tensor, k, shape, f"{name} -> {cname}") if steps else source_tensor
+            out[cname] = fan_out.output(k, shape, f"{name} -> {cname}") if steps else source_tensor
         if steps:
             report.transforms.append({"source": name, "canonical": canonical,
                                       "transforms": [s.describe() for s in m.dname.steps]})
@@ -204,10 +205,22 @@ def to_canonical(
     return {c: out[c] for c in expected}, report
 
 
-def _forward(steps: list[transforms.ResolvedStep], source: LazyTensor, index: int, shape: tuple[int, ...],
-             description: str) -> LazyTensor:
-    return DerivedTensor([source], lambda xs: transforms.apply_forward(steps, xs)[index], shape, source.dtype,
-                         description)
+class _FanOut:
+    """Runs one forward chain once for all the canonical tensors it produces (q, k and v of a fused
+    projection), handing each output out once; writers take them one after another, so the chain
+    is not recomputed per output and at most one source tensor's worth of outputs is held."""
+
+    def __init__(self, steps: list[transforms.ResolvedStep], source: LazyTensor, count: int) -> None:
+        self._steps, self._source, self._count = steps, source, count
+        self._pending: dict[int, np.ndarray] = {}
+
+    def _take(self, index: int) -> np.ndarray:
+        if index not in self._pending:
+            self._pending = dict(enumerate(transforms.apply_forward(self._steps, [self._source.load()])))
+        return self._pending.pop(index)
+
+    def output(self, index: int, shape: tuple[int, ...], description: str) -> LazyTensor:
+        return DerivedTensor([], lambda _: self._take(index), shape, self._source.dtype, description)
 
 
 def from_canonical(

@@ -11,7 +11,7 @@ import hashlib
 import math
 import mmap
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -169,3 +169,26 @@ class CastTensor(LazyTensor):
         from llmstd.dtypes import cast
 
         return cast(self.source.load(), self.dtype, tensor=self._name, force=self._force)
+
+
+def stream(entries: Sequence[tuple[str, LazyTensor]], *, copyable: Callable[[LazyTensor], bool] = lambda t: False,
+           ) -> Iterator[tuple[str, LazyTensor, np.ndarray | None]]:
+    """Yield ``(name, tensor, array)`` in order, loading the next tensor on a second thread while the
+    caller writes the current one (numpy and file I/O release the GIL, so both cores work).
+
+    Tensors for which ``copyable`` is true are not loaded (``array`` is None): the caller copies their
+    bytes directly. At most two loaded tensors are alive at once, so memory stays ~2x the largest.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    def load(tensor: LazyTensor) -> np.ndarray | None:
+        return None if copyable(tensor) else tensor.load()
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="llmstd-load") as pool:
+        pending = pool.submit(load, entries[0][1]) if entries else None
+        for k, (name, tensor) in enumerate(entries):
+            assert pending is not None
+            array = pending.result()
+            pending = pool.submit(load, entries[k + 1][1]) if k + 1 < len(entries) else None
+            yield name, tensor, array
+            del array

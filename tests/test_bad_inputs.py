@@ -37,6 +37,8 @@ from llmstd.errors import (  # noqa: E402
 )
 
 
+
+
 @dataclass
 class Case:
     build: Callable[[Any, Path], Path]  # (tiny, tmp_path) -> source path
@@ -226,16 +228,7 @@ def test_bad_input_raises_typed_error(tiny, tmp_path: Path, name: str) -> None:
     assert not (tmp_path / "CANARY").exists()
 
 
-_CLI_XFAIL = {
-    "lossy cast": "library bug: llmstd/dtypes.py cast() lets numpy's 'RuntimeWarning: overflow encountered in "
-                  "cast' reach stderr, so the CLI prints 3 lines instead of one 'error:' line",
-}
-
-
-@pytest.mark.parametrize("name", [
-    pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=_CLI_XFAIL[n])) if n in _CLI_XFAIL else n
-    for n in sorted(CASES)
-])
+@pytest.mark.parametrize("name", sorted(CASES))
 def test_bad_input_cli_one_line(tiny, tmp_path: Path, name: str) -> None:
     case = CASES[name]
     src = case.build(tiny, tmp_path)

@@ -33,6 +33,8 @@ from helpers import (  # noqa: E402
 from llmstd.errors import CastError  # noqa: E402
 
 
+
+
 def _check_runs_identically(tiny, kind: str, out: Path, dtype: str = "float32") -> None:
     model, info = load_hf(kind, out)
     assert_clean_loading_info(info)
@@ -173,3 +175,26 @@ def test_overflowing_cast_with_force(tiny, tmp_path: Path) -> None:
     assert wte[3, 5].item() == float("inf") and wte[7, 1].item() == float("-inf")
     assert int(torch.isinf(wte).sum()) == 2
     assert tree(out)  # written
+
+
+def test_canonical_gpt2_linear_layout_is_out_in(tiny) -> None:
+    """A round trip cannot see a transpose missing in both directions (square matrices pass every shape
+    check), so check the canonical layout against what GPT-2's Conv1D modules actually compute."""
+    ckpt = llmstd.load(tiny.canonical_dir("gpt2"))
+    model = tiny.model("gpt2")
+    hidden = model.config.n_embd
+    x = torch.randn(5, hidden, generator=torch.Generator().manual_seed(3))
+
+    def canonical(name: str) -> "torch.Tensor":
+        return torch.from_numpy(ckpt[name].load().copy())
+
+    with torch.no_grad():
+        for i, block in enumerate(model.transformer.h):
+            q, k, v = block.attn.c_attn(x).split(hidden, dim=-1)
+            for part, got in (("q", q), ("k", k), ("v", v)):
+                want = x @ canonical(f"layers.{i}.attn.{part}.weight").T + canonical(f"layers.{i}.attn.{part}.bias")
+                torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+            for module, name, inp in ((block.attn.c_proj, "attn.o", x), (block.mlp.c_fc, "mlp.up", x),
+                                      (block.mlp.c_proj, "mlp.down", torch.randn(5, 4 * hidden))):
+                want = inp @ canonical(f"layers.{i}.{name}.weight").T + canonical(f"layers.{i}.{name}.bias")
+                torch.testing.assert_close(module(inp), want, rtol=1e-5, atol=1e-6)

@@ -20,15 +20,6 @@ from helpers import REPO
 
 pytestmark = pytest.mark.slow
 
-# Library bug (pyproject.toml, [tool.setuptools] packages): the explicit package list omits the
-# subpackage llmstd.formats (and llmstd.runtimes), so the wheel lacks llmstd/formats/*.py and
-# `import llmstd` fails after `pip install` with "cannot import name 'formats' from partially
-# initialized module 'llmstd'". Editable installs hide it (their finder maps the whole folder).
-MISSING_SUBPACKAGES = pytest.mark.xfail(
-    strict=True,
-    reason="pyproject.toml lists packages explicitly and omits llmstd.formats: the wheel cannot import llmstd",
-)
-
 # Source folder -> where its files land in the wheel (pyproject's package-dir).
 PACKAGE_DIRS = {"llmstd": "llmstd", "converters": "llmstd/converters", "cli": "llmstd/cli",
                 "naming_maps": "llmstd/naming_maps"}
@@ -82,7 +73,6 @@ def test_wheel_carries_maps_and_entry_point(wheel: Path, wheel_names: list[str])
     assert "llmstd = llmstd.cli.main:run" in entry_points
 
 
-@MISSING_SUBPACKAGES
 def test_wheel_contains_every_source_module(wheel_names: list[str]) -> None:
     expected = set()
     for folder, target in PACKAGE_DIRS.items():
@@ -103,7 +93,6 @@ def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return venv / "bin"
 
 
-@MISSING_SUBPACKAGES
 def test_installed_wheel_converts_outside_the_repo(installed: Path, tiny_gpt2_dir: Path, tmp_path: Path) -> None:
     work = tmp_path / "elsewhere"
     work.mkdir()

@@ -1,0 +1,155 @@
+"""CRC-32C (Castagnoli) in numpy, and the "masked" form TensorFlow stores in checkpoints.
+
+tf.train checkpoints checksum every tensor and every index block with CRC-32C. Reading them must
+not import TensorFlow, and no crc32c package is a dependency, so this module computes it itself:
+bytes are split into many equal lanes whose CRCs advance together in vectorised numpy steps
+(one table lookup per byte per lane), then the lane CRCs are merged pairwise with the standard
+GF(2) "combine" operator (CRC of A||B from CRC(A), CRC(B) and len(B)). That runs at hundreds of
+MB/s, where a byte-at-a-time Python loop manages about one. ``google_crc32c`` is used instead when
+it happens to be installed.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+_POLY = 0x82F63B78  # Castagnoli polynomial, bit-reflected
+_MASK_DELTA = 0xA282EAD8  # TensorFlow/LevelDB's mask constant
+_MIN_VECTOR = 4096  # below this many bytes the plain loop is faster than setting up lanes
+
+
+def _make_table() -> np.ndarray:
+    table = np.zeros(256, dtype=np.uint32)
+    for n in range(256):
+        c = n
+        for _ in range(8):
+            c = (c >> 1) ^ _POLY if c & 1 else c >> 1
+        table[n] = c
+    return table
+
+
+_TABLE = _make_table()
+_TABLE_LIST = [int(x) for x in _TABLE]
+
+
+def _update_scalar(crc: int, data: bytes | memoryview) -> int:
+    """Advance the raw (pre-inverted) register over ``data`` one byte at a time."""
+    table = _TABLE_LIST
+    for b in bytes(data):
+        crc = table[(crc ^ b) & 0xFF] ^ (crc >> 8)
+    return crc
+
+
+# --- combining: the operator "append n zero bytes" as a 32x32 GF(2) matrix ---------------------
+# A matrix is a tuple of 32 column images (uint32 ints): column k is the image of bit k.
+
+
+def _apply(matrix: tuple[int, ...], vec: int) -> int:
+    out, k = 0, 0
+    while vec:
+        if vec & 1:
+            out ^= matrix[k]
+        vec >>= 1
+        k += 1
+    return out
+
+
+def _multiply(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(_apply(a, col) for col in b)
+
+
+@functools.lru_cache(maxsize=64)
+def _zeros_operator(nbytes: int) -> tuple[int, ...]:
+    """Matrix advancing a raw CRC register over ``nbytes`` zero bytes."""
+    one_bit = tuple([_POLY] + [1 << (k - 1) for k in range(1, 32)])  # one zero *bit*
+    op = one_bit
+    for _ in range(3):  # 8 bits = one byte
+        op = _multiply(op, op)
+    result = tuple(1 << k for k in range(32))  # identity
+    n = nbytes
+    while n:
+        if n & 1:
+            result = _multiply(op, result)
+        op = _multiply(op, op)
+        n >>= 1
+    return result
+
+
+@functools.lru_cache(maxsize=64)
+def _operator_tables(nbytes: int) -> np.ndarray:
+    """Four 256-entry tables so the zeros operator applies to many uint32 values at once."""
+    matrix = _zeros_operator(nbytes)
+    tables = np.zeros((4, 256), dtype=np.uint32)
+    for byte in range(4):
+        for v in range(256):
+            tables[byte, v] = _apply(matrix, v << (8 * byte))
+    return tables
+
+
+def _shift(values: np.ndarray, nbytes: int) -> np.ndarray:
+    t = _operator_tables(nbytes)
+    return t[0][values & 0xFF] ^ t[1][(values >> 8) & 0xFF] ^ t[2][(values >> 16) & 0xFF] ^ t[3][values >> 24]
+
+
+def combine(crc_a: int, crc_b: int, len_b: int) -> int:
+    """CRC-32C of A||B from the CRCs of A and B (final, inverted values) and the length of B."""
+    if len_b == 0:
+        return crc_a
+    return _apply(_zeros_operator(len_b), crc_a) ^ crc_b
+
+
+def _vector_crc(data: np.ndarray) -> int:
+    """CRC-32C of a uint8 array using lanes; returns the final (inverted) value."""
+    total = data.size
+    lanes = 1 << min(16, max(0, (total // 64).bit_length() - 1))  # power of two, >= 64 bytes per lane
+    per_lane = total // lanes
+    body = data[: lanes * per_lane].reshape(lanes, per_lane).T.copy()  # row k = byte k of every lane
+    crc = np.full(lanes, 0xFFFFFFFF, dtype=np.uint32)
+    for row in body:
+        crc = _TABLE[(crc ^ row) & 0xFF] ^ (crc >> 8)
+    crc ^= np.uint32(0xFFFFFFFF)
+    # Merge neighbouring lanes pairwise: CRC(A||B) = shift(CRC(A), len B) ^ CRC(B).
+    seg = per_lane
+    while crc.size > 1:
+        crc = _shift(crc[0::2], seg) ^ crc[1::2]
+        seg *= 2
+    value = int(crc[0])
+    tail = data[lanes * per_lane:]
+    if tail.size:
+        tail_crc = _update_scalar(0xFFFFFFFF, tail.tobytes()) ^ 0xFFFFFFFF
+        value = combine(value, tail_crc, tail.size)
+    return value
+
+
+def _native() -> object | None:
+    try:
+        import google_crc32c  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    return google_crc32c
+
+
+def value(data: bytes | bytearray | memoryview | np.ndarray) -> int:
+    """The CRC-32C of ``data``."""
+    native = _native()
+    if isinstance(data, np.ndarray):
+        buf = np.ascontiguousarray(data).reshape(-1).view(np.uint8)
+    else:
+        buf = np.frombuffer(memoryview(data).cast("B"), dtype=np.uint8)
+    if native is not None:
+        return int(native.value(buf.tobytes()))  # type: ignore[attr-defined]
+    if buf.size < _MIN_VECTOR:
+        return _update_scalar(0xFFFFFFFF, buf.tobytes()) ^ 0xFFFFFFFF
+    return _vector_crc(buf)
+
+
+def mask(crc: int) -> int:
+    """TensorFlow stores CRCs rotated and offset, so a CRC of data containing CRCs stays strong."""
+    return ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + _MASK_DELTA) & 0xFFFFFFFF
+
+
+def unmask(masked: int) -> int:
+    rot = (masked - _MASK_DELTA) & 0xFFFFFFFF
+    return ((rot >> 17) | (rot << 15)) & 0xFFFFFFFF

@@ -1,0 +1,325 @@
+"""Keras 2 HDF5 weight files (Hugging Face's ``tf_model.h5``), read and written with h5py.
+
+Layout (what ``tf_keras``' ``save_weights_to_hdf5_group`` writes and transformers' TF loader reads):
+
+- root attributes ``layer_names`` (the model's top-level Keras layers, in model order),
+  ``backend`` = ``b"tensorflow"`` and ``keras_version``;
+- one group per layer, created in sorted order, with attribute ``weight_names``: the full variable
+  names (``<model scope>/<layer>/.../<var>:0``), each also the path of its dataset inside the group;
+- an empty ``top_level_model_weights`` group (weights owned by the model itself: none for transformers);
+- attributes longer than HDF5's 64 KB object-header limit are split into ``name0``, ``name1``, ...
+  exactly as tf_keras splits them.
+
+bfloat16 has no HDF5 type: it is stored as 2-byte opaque data with the dataset attribute
+``dtype = "bfloat16"``, Keras 3's convention.
+
+Reading never imports TensorFlow. It refuses what could make a reader touch other files or allocate
+unbounded memory: soft and external links, virtual datasets, datasets with external storage, and
+datasets whose declared size exceeds what is stored (a "shape bomb"; checked before allocating).
+Big-endian datasets are byteswapped on load. Contiguous datasets are memory-mapped lazily; chunked
+ones are read through h5py on load.
+
+This module moves bytes only: which weight belongs to which layer group is decided by the caller.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from llmstd import dtypes
+from llmstd.errors import FormatError, MissingDependencyError, UnsafeInputError
+from llmstd.tensors import FileSliceTensor, LazyTensor
+
+HDF5_OBJECT_HEADER_LIMIT = 64512  # tf_keras' limit for one attribute
+TOP_LEVEL_GROUP = "top_level_model_weights"
+BF16_ATTR = "dtype"  # Keras 3 marks opaque 2-byte datasets holding bfloat16 this way
+MAX_EXPANSION = 1000  # deflate cannot compress better than ~1032:1; a larger claim is a bomb
+BOMB_FLOOR_BYTES = 1 << 20  # tiny compressed datasets are never worth refusing
+_ALLOWED_FILTER_CODES = {1, 2, 3, 32000}  # deflate, shuffle, fletcher32, lzf
+
+Progress = Callable[[str, int], None]
+
+
+def _h5py() -> Any:
+    try:
+        import h5py
+    except ImportError:
+        raise MissingDependencyError("reading and writing .h5 weights needs 'h5py'",
+                                     hint="install it with: pip install 'llmstd[tf]'") from None
+    return h5py
+
+
+def keras_version() -> str:
+    """The tf_keras version to record, as tf_keras itself would; no TensorFlow import needed."""
+    from importlib import metadata
+
+    for dist in ("tf_keras", "tf-keras"):
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return "2.15.0"
+
+
+# ------------------------------------------------------------------------------------------------
+# reading
+
+
+class H5DatasetTensor(LazyTensor):
+    """A chunked (possibly compressed) dataset, read through h5py when loaded."""
+
+    def __init__(self, path: Path, dataset_path: str, shape: tuple[int, ...], dtype: dtypes.DType,
+                 opaque_bf16: bool) -> None:
+        self.path = path
+        self.dataset_path = dataset_path
+        self.shape = shape
+        self.dtype = dtype
+        self._opaque_bf16 = opaque_bf16
+
+    def load(self) -> np.ndarray:
+        h5py = _h5py()
+        with h5py.File(self.path, "r") as f:
+            dset = f[self.dataset_path]
+            if self._opaque_bf16:
+                raw = np.empty(self.shape, dtype=np.dtype("V2"))
+                dset.read_direct(raw)
+                return raw.view(self.dtype.numpy)
+            array = dset[()]
+        array = np.asarray(array)
+        if array.dtype.byteorder == ">":
+            array = array.astype(array.dtype.newbyteorder("="))
+        return array.reshape(self.shape)
+
+
+@dataclass
+class H5Weights:
+    path: Path
+    layer_names: list[str]
+    weights: dict[str, LazyTensor]  # weight name -> tensor (first layer listing it)
+    layer_of: dict[str, str]  # weight name -> layer group it was read from
+    # (layer group, weight name, first layer group): a name listed again by another layer (Keras lists a
+    # shared variable under every layer that uses it, e.g. BERT's tied decoder). Verified equal by the caller.
+    repeated: list[tuple[str, str, str]] = field(default_factory=list)
+    repeated_tensors: dict[tuple[str, str], LazyTensor] = field(default_factory=dict)
+    attrs: dict[str, str] = field(default_factory=dict)
+
+
+def _decode(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, np.bytes_):
+        return bytes(value).decode("utf-8")
+    return str(value)
+
+
+def read_string_list(group: Any, name: str, path: Path) -> list[str] | None:
+    """A string-list attribute, re-joined from tf_keras' ``name0``, ``name1``, ... chunks."""
+    if name in group.attrs:
+        raw = group.attrs[name]
+    else:
+        chunks, k = [], 0
+        while f"{name}{k}" in group.attrs:
+            chunks.append(np.atleast_1d(group.attrs[f"{name}{k}"]))
+            k += 1
+        if not chunks:
+            return None
+        raw = np.concatenate(chunks)
+    array = np.atleast_1d(np.asarray(raw))
+    if array.size and array.dtype.kind not in ("S", "U", "O"):
+        raise FormatError(f"attribute '{name}' of {group.name} is not a list of strings", file=path)
+    return [_decode(v) for v in array.tolist()]
+
+
+def _check_link(h5py: Any, group: Any, member: str, path: Path, where: str) -> None:
+    link = group.get(member, getlink=True)
+    if link is None:
+        raise FormatError(f"{where} does not exist", file=path, hint="the weight list names a missing dataset")
+    if isinstance(link, h5py.ExternalLink):
+        raise UnsafeInputError(f"{where} is an external link to '{link.filename}:{link.path}'; refused",
+                               file=path, hint="llmstd reads only data stored inside the .h5 file itself")
+    if isinstance(link, h5py.SoftLink):
+        raise UnsafeInputError(f"{where} is a soft link to '{link.path}'; refused", file=path,
+                               hint="weights files written by Keras contain no links; re-save the model")
+
+
+def _resolve(h5py: Any, root: Any, parts: Sequence[str], path: Path, where: str) -> Any:
+    """Walk ``parts`` from ``root`` checking that every step is a hard link."""
+    node = root
+    for k, part in enumerate(parts):
+        if not isinstance(node, h5py.Group):
+            raise FormatError(f"{where}: '{'/'.join(parts[:k])}' is not a group", file=path)
+        _check_link(h5py, node, part, path, f"'{'/'.join(parts[:k + 1])}' (for {where})")
+        node = node[part]
+    return node
+
+
+def _dataset_tensor(h5py: Any, dset: Any, path: Path, name: str) -> LazyTensor:
+    if dset.is_virtual:
+        raise UnsafeInputError("is a virtual dataset (its data lives in other files); refused", file=path,
+                               tensor=name, hint="re-save the weights as ordinary datasets")
+    if dset.external:
+        raise UnsafeInputError(f"stores its data in external file(s) {dset.external}; refused", file=path,
+                               tensor=name, hint="re-save the weights as ordinary datasets")
+    shape = tuple(int(d) for d in dset.shape) if dset.shape is not None else None
+    if shape is None:
+        raise FormatError("is an empty (null-dataspace) dataset", file=path, tensor=name)
+    tid = dset.id.get_type()
+    opaque_bf16 = False
+    if tid.get_class() == h5py.h5t.OPAQUE and tid.get_size() == 2 and _decode(dset.attrs.get(BF16_ATTR, "")) == "bfloat16":
+        dtype = dtypes.dtype("bfloat16")
+        opaque_bf16 = True
+        big_endian = False
+    else:
+        np_dtype = dset.dtype
+        if np_dtype.kind not in "fiub" or np_dtype.fields is not None or np_dtype.subdtype is not None:
+            raise FormatError(f"has HDF5 type {np_dtype}, which is not a numeric weight dtype", file=path, tensor=name)
+        try:
+            dtype = dtypes.from_numpy(np_dtype)
+        except FormatError:
+            raise FormatError(f"has dtype {np_dtype}, which llmstd cannot represent", file=path, tensor=name) from None
+        big_endian = np_dtype.byteorder == ">"
+    declared = math.prod(shape) * dtype.itemsize
+    stored = dset.id.get_storage_size()
+    plist = dset.id.get_create_plist()
+    layout = plist.get_layout()
+    codes = [plist.get_filter(k)[0] for k in range(plist.get_nfilters())]
+    unknown = [c for c in codes if c not in _ALLOWED_FILTER_CODES]
+    if unknown:
+        raise FormatError(f"uses HDF5 filter(s) {unknown}, which llmstd does not read", file=path, tensor=name,
+                          hint="re-save the weights without such compression")
+    # Checked before anything is allocated: a contiguous dataset stores exactly its declared bytes; a
+    # chunked one can be smaller only as far as compression can explain.
+    if declared and stored == 0:
+        raise FormatError(f"declares {declared} bytes but stores none", file=path, tensor=name,
+                          hint="the file is truncated or was never filled")
+    if layout == h5py.h5d.CONTIGUOUS:
+        if stored != declared:
+            raise FormatError(f"declares shape {list(shape)} ({declared} bytes) but stores {stored} bytes; "
+                              "refusing a truncated dataset or shape bomb", file=path, tensor=name)
+        offset = dset.id.get_offset()
+        if offset is None:
+            raise FormatError("contiguous dataset has no data address", file=path, tensor=name)
+        return FileSliceTensor(path, offset, shape, dtype, big_endian=big_endian)
+    if layout == h5py.h5d.COMPACT:
+        if declared > HDF5_OBJECT_HEADER_LIMIT:
+            raise FormatError(f"compact dataset declares {declared} bytes", file=path, tensor=name)
+    elif declared > BOMB_FLOOR_BYTES and declared > MAX_EXPANSION * stored:
+        raise FormatError(f"declares shape {list(shape)} ({declared} bytes) but stores only {stored} bytes; "
+                          "refusing a potential shape/decompression bomb", file=path, tensor=name)
+    return H5DatasetTensor(path, dset.name, shape, dtype, opaque_bf16)
+
+
+def read_h5(path: Path) -> H5Weights:
+    """Open a Keras 2 weights file; returns lazy tensors keyed by weight name."""
+    h5py = _h5py()
+    path = Path(path)
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise FormatError(f"not a readable HDF5 file ({exc})", file=path) from None
+    with f:
+        layer_names = read_string_list(f, "layer_names", path)
+        if layer_names is None:
+            raise FormatError("HDF5 file has no 'layer_names' attribute; not a Keras 2 / Hugging Face TF weights file",
+                              file=path, hint="Keras 3 '.weights.h5' files store weights by position and are not read")
+        attrs = {k: _decode(f.attrs[k]) for k in ("backend", "keras_version") if k in f.attrs}
+        weights: dict[str, LazyTensor] = {}
+        layer_of: dict[str, str] = {}
+        repeated: list[tuple[str, str, str]] = []
+        repeated_tensors: dict[tuple[str, str], LazyTensor] = {}
+        for layer in layer_names:
+            group = _resolve(h5py, f, [layer], path, f"layer '{layer}'")
+            if not isinstance(group, h5py.Group):
+                raise FormatError(f"layer '{layer}' is not a group", file=path)
+            names = read_string_list(group, "weight_names", path)
+            if names is None:
+                raise FormatError(f"layer group '{layer}' has no 'weight_names' attribute", file=path)
+            for name in names:
+                parts = [p for p in name.split("/") if p]
+                if not parts or any(p in (".", "..") for p in parts):
+                    raise FormatError(f"weight name {name!r} is not a valid dataset path", file=path)
+                node = _resolve(h5py, group, parts, path, f"weight '{name}' of layer '{layer}'")
+                if not isinstance(node, h5py.Dataset):
+                    raise FormatError(f"weight '{name}' of layer '{layer}' is not a dataset", file=path)
+                tensor = _dataset_tensor(h5py, node, path, name)
+                if name in weights:
+                    repeated.append((layer, name, layer_of[name]))
+                    repeated_tensors[(layer, name)] = tensor
+                    continue
+                weights[name] = tensor
+                layer_of[name] = layer
+    return H5Weights(path, layer_names, weights, layer_of, repeated, repeated_tensors, attrs)
+
+
+# ------------------------------------------------------------------------------------------------
+# writing
+
+
+def write_string_list(group: Any, name: str, values: Sequence[str]) -> None:
+    """Store a string list as tf_keras does: one attribute, or ``name0``, ``name1``, ... when large."""
+    data = [v.encode("utf-8") for v in values]
+    too_long = [v for v in data if len(v) > HDF5_OBJECT_HEADER_LIMIT]
+    if too_long:
+        raise FormatError(f"attribute value longer than {HDF5_OBJECT_HEADER_LIMIT} bytes: {too_long[0][:80]!r}...")
+    data_npy = np.asarray(data)
+    num_chunks = 1
+    chunks = np.array_split(data_npy, num_chunks)
+    while any(c.nbytes > HDF5_OBJECT_HEADER_LIMIT for c in chunks):
+        num_chunks += 1
+        chunks = np.array_split(data_npy, num_chunks)
+    if num_chunks > 1:
+        for k, chunk in enumerate(chunks):
+            group.attrs[f"{name}{k}"] = chunk
+    else:
+        group.attrs[name] = data
+
+
+def write_h5(path: Path, layers: Sequence[tuple[str, Sequence[tuple[str, LazyTensor]]]], *,
+             progress: Progress | None = None) -> Path:
+    """Write a Keras 2 weights file: ``layers`` is (layer name, [(weight name, tensor), ...]) in model order.
+
+    Datasets are created with their final shape and filled one tensor at a time, so memory holds one
+    tensor. The file is fsynced before returning.
+    """
+    h5py = _h5py()
+    import os
+
+    path = Path(path)
+    with h5py.File(path, "w") as f:
+        write_string_list(f, "layer_names", [name for name, _ in layers])
+        f.attrs["backend"] = b"tensorflow"
+        f.attrs["keras_version"] = keras_version().encode("utf-8")
+        # tf_keras creates the groups sorted by name so no group name is a prefix-ordering surprise.
+        for layer, weights in sorted(layers, key=lambda item: item[0]):
+            group = f.create_group(layer)
+            write_string_list(group, "weight_names", [n for n, _ in weights])
+            for name, tensor in weights:
+                array = np.asarray(tensor.load())
+                if tuple(array.shape) != tuple(tensor.shape):
+                    raise FormatError(f"tensor loaded as {array.shape}, declared {tensor.shape}", tensor=name)
+                if tensor.dtype.name == "bfloat16":
+                    dset = group.create_dataset(name, array.shape, dtype=np.dtype("V2"))
+                    dset[...] = array.view(np.dtype("V2"))
+                    dset.attrs[BF16_ATTR] = "bfloat16"
+                else:
+                    dset = group.create_dataset(name, array.shape, dtype=array.dtype)
+                    if array.shape:
+                        dset[:] = array
+                    else:
+                        dset[()] = array
+                if progress:
+                    progress(name, tensor.nbytes)
+        top = f.create_group(TOP_LEVEL_GROUP)
+        write_string_list(top, "weight_names", [])
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return path
