@@ -23,7 +23,7 @@ import math
 import os
 import posixpath
 import stat
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -349,13 +349,16 @@ def write(
     entries: Sequence[tuple[str, LazyTensor]],
     *,
     external: bool,
+    metadata: Mapping[str, str] | Callable[[], Mapping[str, str]] | None = None,
     progress: Progress | None = None,
 ) -> list[Path]:
     """Write ``model`` plus ``entries`` as initializers to ``path``; returns the files written.
 
     ``model`` is not modified: a copy receives the initializers. With ``external`` every entry goes
     to one ``<path>.data`` file beside the model, streamed one tensor at a time (plain file slices
-    are copied kernel to kernel); otherwise the entries are embedded as ``raw_data``.
+    are copied kernel to kernel); otherwise the entries are embedded as ``raw_data``. ``metadata``
+    becomes the model's ``metadata_props``; a callable is evaluated after the tensors are written
+    (so a caller can record values computed meanwhile, such as source hashes).
     """
     onnx = onnx_module()
     names = [n for n, _ in entries]
@@ -401,6 +404,10 @@ def write(
             if progress:
                 progress(name, tensor.nbytes)
     out.graph.initializer.extend(protos)
+    props = metadata() if callable(metadata) else (metadata or {})
+    for key, value in props.items():
+        entry = out.metadata_props.add()
+        entry.key, entry.value = key, value
     size = out.ByteSize()
     if size > PROTOBUF_LIMIT:
         raise FormatError(f"the model would be {size} bytes, over the 2 GiB protobuf limit", file=path,

@@ -17,11 +17,13 @@ import struct
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
 from llmstd import dtypes
 from llmstd.errors import FormatError
+from llmstd.oscalls import sync_file_range
 from llmstd.tensors import FileSliceTensor, LazyTensor, stream
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # same limit as the reference implementation
@@ -142,6 +144,17 @@ def _header_bytes(entries: Sequence[tuple[str, LazyTensor]], metadata: Mapping[s
     return struct.pack("<Q", len(raw)) + raw
 
 
+_WRITEBACK_MIN = 8 * 1024 * 1024
+
+
+def _start_writeback(fh: BinaryIO, nbytes: int) -> None:
+    """Start writing the last ``nbytes`` to disk now (without dropping them from the page cache),
+    so the final fsync has little left to wait for and dirty data does not pile up."""
+    fh.flush()
+    end = fh.seek(0, os.SEEK_END)
+    sync_file_range(fh.fileno(), end - nbytes, nbytes)
+
+
 def _copyable(tensor: LazyTensor) -> bool:
     return isinstance(tensor, FileSliceTensor) and tensor.is_plain
 
@@ -180,6 +193,8 @@ def write_file(
                 del array
             if progress:
                 progress(name, tensor.nbytes)
+            if tensor.nbytes >= _WRITEBACK_MIN:
+                _start_writeback(fh, tensor.nbytes)
         fh.flush()
         os.fsync(fh.fileno())
 

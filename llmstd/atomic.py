@@ -7,8 +7,6 @@ the staging directory is removed on error.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import errno
 import os
 import shutil
@@ -17,9 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from llmstd.errors import OutputError
+from llmstd.oscalls import exchange
 
 STAGING_MARK = ".llmstd-staging-"
-_RENAME_EXCHANGE = 2  # linux/fs.h
 
 
 def _fsync_dir(path: Path) -> None:
@@ -28,25 +26,6 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Atomically swap two paths with renameat2(RENAME_EXCHANGE); False where unsupported."""
-    libc_name = ctypes.util.find_library("c")
-    if not libc_name:
-        return False
-    libc = ctypes.CDLL(libc_name, use_errno=True)
-    renameat2 = getattr(libc, "renameat2", None)
-    if renameat2 is None:
-        return False
-    at_fdcwd = -100
-    rc = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE)
-    if rc == 0:
-        return True
-    err = ctypes.get_errno()
-    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
-        return False
-    raise OSError(err, os.strerror(err), str(b))
 
 
 def check_not_overlapping(sources: list[Path], dst: Path) -> None:
@@ -106,7 +85,7 @@ def staged_directory(dst: Path, *, overwrite: bool = False) -> Iterator[Path]:
         yield staging
         _fsync_dir(staging)
         if dst.exists():
-            if not _exchange(staging, dst):
+            if not exchange(staging, dst):
                 # Fallback without an atomic swap: the old output is moved aside first, so a crash
                 # in between leaves no destination (never a partial one) and the old copy next to it.
                 aside = parent / f"{STAGING_MARK}{dst.name}-{os.getpid()}-old-{uuid.uuid4().hex[:12]}"

@@ -1,0 +1,107 @@
+"""``tf-h5``: a Hugging Face TensorFlow model directory, ``config.json`` + ``tf_model.h5``.
+
+Weights use the ``hf_tf`` dialect of the naming map (transformers' TF class names, loadable with
+``TF<Class>.from_pretrained``) where the architecture has a transformers TF class (gpt2, bert,
+mistral), and llmstd's ``tf_llmstd`` naming otherwise (llama, qwen2: run them with
+``llmstd.runtimes.tf_model``). ``config.json`` is the same Hugging Face config the PyTorch classes
+read; like transformers' own TF ``save_pretrained``, its ``architectures`` names the PyTorch class.
+
+The h5 layout (layer groups, ``weight_names``, Keras attributes) is written by
+:mod:`llmstd.converters.h5_io`; which top-level Keras layer holds a weight is the second component of
+its variable name.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from llmstd import maps
+from llmstd.checkpoint import Checkpoint
+from llmstd.configmap import config_from_framework
+from llmstd.converters import h5_io
+from llmstd.errors import MappingError
+from llmstd.formats import Format, WriteOptions, common, hf, register, tf_common
+from llmstd.jsonfile import dumps, read_json_object
+from llmstd.mapping import from_canonical
+from llmstd.tensors import LazyTensor
+
+CONFIG = "config.json"
+WEIGHTS = "tf_model.h5"
+DIALECTS = ("hf_tf", "tf_llmstd")  # in order of preference
+
+
+def detect(path: Path) -> bool:
+    return path.is_dir() and (path / CONFIG).is_file() and (path / WEIGHTS).is_file()
+
+
+def _preferred_head(nmap: maps.NamingMap, raw: dict[str, object]) -> str | None:
+    """The head named by config.json's ``architectures`` (a PyTorch class, as transformers writes it)."""
+    archs = raw.get("architectures")
+    if not isinstance(archs, list) or not archs:
+        return None
+    for dialect in ("hf", *DIALECTS):
+        if dialect in nmap.dialects:
+            for head in nmap.dialects[dialect].heads.values():
+                if head.cls in (archs[0], f"TF{archs[0]}"):
+                    return head.name
+    return None
+
+
+def read(path: Path, arch: str | None = None) -> Checkpoint:
+    config_path = path / CONFIG
+    raw = read_json_object(config_path)
+    nmap = hf.map_for_config(raw, arch, config_path)
+    h5 = h5_io.read_h5(path / WEIGHTS)
+
+    def make_config(head: maps.Head, present: set[str], tensors: dict[str, LazyTensor]):  # type: ignore[no-untyped-def]
+        return config_from_framework(nmap, raw, head=head.name, dtype=common.dominant_dtype(tensors),
+                                     present=present, source=str(config_path))
+
+    candidates = tf_common.tf_candidates(nmap, DIALECTS, _preferred_head(nmap, raw))
+    if not candidates:
+        raise MappingError(f"the '{nmap.architecture}' naming map has no TensorFlow dialect ({', '.join(DIALECTS)})",
+                           file=nmap.path, hint="add an hf_tf or tf_llmstd section to the map")
+    resolved = tf_common.resolve(nmap, candidates, h5.weights, make_config, source=str(path / WEIGHTS), scoped=True)
+    # Keras lists a shared variable under every layer using it (BERT's decoder reuses the word
+    # embeddings, so 'mlm___cls' repeats them): each repeat must equal the first copy; it is dropped.
+    report = resolved.report
+    for layer, name, first_layer in h5.repeated:
+        if not _same_bytes(h5.repeated_tensors[(layer, name)], h5.weights[name]):
+            raise MappingError(f"is listed by layers '{first_layer}' and '{layer}' with different values",
+                               tensor=name, file=path / WEIGHTS, hint="the file is inconsistent; re-save the model")
+        report.duplicates_dropped.append((f"{layer}/{name}", f"{first_layer}/{name}"))
+    return Checkpoint(path=path, format="tf-h5", container="hdf5", dialect=resolved.dialect, config=resolved.config,
+                      tensors=resolved.tensors, files=[config_path, path / WEIGHTS], source_names=resolved.source_names,
+                      report=report, sidecars=common.sidecars_in(path))
+
+
+def _same_bytes(a: LazyTensor, b: LazyTensor) -> bool:
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    return bool(np.array_equal(a.load().reshape(-1).view(np.uint8), b.load().reshape(-1).view(np.uint8)))
+
+
+def dialect_for(nmap: maps.NamingMap, head: str) -> str:
+    """hf_tf where transformers has a TF class for this head, else llmstd's TF naming."""
+    for dialect in DIALECTS:
+        if dialect in nmap.dialects and head in nmap.dialects[dialect].heads:
+            return dialect
+    raise MappingError(f"'{nmap.architecture}' has no TensorFlow naming for head '{head}'", file=nmap.path,
+                       hint="add a tf_llmstd dialect for it to the naming map")
+
+
+def write(ckpt: Checkpoint, staging: Path, options: WriteOptions) -> list[Path]:
+    nmap = maps.load(ckpt.architecture)
+    dialect = dialect_for(nmap, ckpt.config.head)
+    head = hf.resolve_head(nmap, dialect, ckpt.config.head)
+    named = from_canonical(nmap, dialect, head.prefix, ckpt.tensors, ckpt.config)
+    weights = h5_io.write_h5(staging / WEIGHTS, tf_common.layer_groups(named), progress=options.progress)
+    config_path = staging / CONFIG
+    config_path.write_text(dumps(hf.framework_config(nmap, ckpt, hf.resolve_head(nmap, "hf", ckpt.config.head))),
+                           encoding="utf-8")
+    return [weights, config_path, *common.copy_sidecars(ckpt.sidecars, staging)]
+
+
+register(Format("tf-h5", "Hugging Face TensorFlow model directory (config.json + tf_model.h5)", detect, read, write))
