@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from llmstd import __version__
-from llmstd.cli import convert, inspect, maps
+from llmstd.cli import check, convert, inspect, maps, validate
 from llmstd.cli.errors import DEBUG_ENV
 
 app = typer.Typer(
@@ -38,6 +38,8 @@ def main(
 
 app.command("convert")(convert.convert)
 app.command("inspect")(inspect.inspect)
+app.command("check")(check.check)
+app.command("validate")(validate.validate)
 app.add_typer(maps.app, name="maps")
 
 

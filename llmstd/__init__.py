@@ -6,6 +6,8 @@ Python API (mirrors the CLI)::
     report = llmstd.convert("gpt2-hf/", "gpt2-canonical/", to="canonical")
     ckpt = llmstd.load("gpt2-canonical/")       # lazy canonical tensors + canonical config
     info = llmstd.inspect("gpt2-hf/")
+    result = llmstd.check("gpt2-hf/", "gpt2-canonical/")   # run both, compare logits layer by layer
+    lint = llmstd.validate("gpt2-canonical/")               # every finding, before publishing
 
 Heavy frameworks (torch, tensorflow, onnx) are imported only by the operations that need them.
 """
@@ -14,22 +16,31 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from llmstd.check import CheckReport, Tolerance, check  # noqa: E402
 from llmstd.checkpoint import Checkpoint  # noqa: E402
 from llmstd.config import CanonicalConfig  # noqa: E402
 from llmstd.convert import ConversionReport, convert, load  # noqa: E402
 from llmstd.errors import LlmstdError  # noqa: E402
 from llmstd.inspection import InspectReport, inspect  # noqa: E402
+from llmstd.validate import Finding, ValidationReport, validate, write_manifest  # noqa: E402
 from llmstd.vocab import SPEC_VERSION  # noqa: E402
 
 __all__ = [
     "CanonicalConfig",
+    "CheckReport",
     "Checkpoint",
     "ConversionReport",
+    "Finding",
     "InspectReport",
     "LlmstdError",
     "SPEC_VERSION",
+    "Tolerance",
+    "ValidationReport",
+    "check",
     "convert",
     "inspect",
     "load",
+    "validate",
+    "write_manifest",
     "__version__",
 ]

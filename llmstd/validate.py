@@ -56,9 +56,7 @@ from llmstd.config import CanonicalConfig
 from llmstd.configmap import config_from_framework
 from llmstd.converters import safetensors_io, torch_pickle
 from llmstd.errors import LlmstdError
-from llmstd.formats import canonical as canonical_format
 from llmstd.formats import common
-from llmstd.formats import hf as hf_format
 from llmstd.jsonfile import read_json_object
 from llmstd.mapping import DialectMatcher
 from llmstd.tensors import DerivedTensor, LazyTensor
@@ -257,6 +255,8 @@ def _open_index(index: Path, open_shard: Callable[[Path], dict[str, LazyTensor] 
 
 
 def _open_hf(path: Path, arch: str | None, found: _Findings) -> _Opened:
+    from llmstd.formats import hf as hf_format  # format modules register on import: import on use only
+
     opened = _Opened(format="hf")
     config_path = path / hf_format.CONFIG
     try:
@@ -301,6 +301,8 @@ def _open_hf(path: Path, arch: str | None, found: _Findings) -> _Opened:
 
 def _map_hf(matcher: DialectMatcher, tensors: dict[str, LazyTensor], opened: _Opened, found: _Findings) -> None:
     """The lenient twin of ``mapping.to_canonical``: map what maps, report everything else."""
+    from llmstd.formats import hf as hf_format
+
     config = opened.config
     assert config is not None
     arch = matcher.nmap.architecture
@@ -381,6 +383,8 @@ def _same_values(a: LazyTensor, b: LazyTensor) -> bool:
 
 
 def _open_canonical(path: Path, arch: str | None, found: _Findings) -> _Opened:
+    from llmstd.formats import canonical as canonical_format
+
     opened = _Opened(format="canonical")
     metas: list[tuple[Path, dict[str, str]]] = []
 
@@ -466,6 +470,8 @@ def _meta_json(meta: Mapping[str, str], key: str, source: Path) -> Any:
 
 def _record(meta: Mapping[str, str], first: Path, opened: _Opened, found: _Findings) -> None:
     """Provenance and transforms: recorded, well-formed, so nothing is ever applied twice."""
+    from llmstd.formats import canonical as canonical_format
+
     try:
         provenance = _meta_json(meta, canonical_format.KEY_PROVENANCE, first)
         if not isinstance(provenance, dict) or not isinstance(provenance.get("source"), dict):

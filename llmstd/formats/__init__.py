@@ -42,7 +42,7 @@ def register(fmt: Format) -> Format:
 
 # Format modules, in detection order. Imported on first use so that `llmstd --help` and reading
 # one format never import another format's framework.
-BUILTIN = ("canonical", "hf")
+BUILTIN = ("canonical", "hf", "onnx")
 
 
 def _load_builtin() -> None:

@@ -50,17 +50,31 @@ def _open_weights(path: Path) -> tuple[dict[str, LazyTensor], list[Path], str]:
     raise DetectionError("no weights found", file=path, hint=f"expected one of {', '.join(WEIGHT_FILES)}")
 
 
-def map_for_config(raw: dict[str, object], arch: str | None, config_path: Path) -> NamingMap:
+def map_for_config(raw: dict[str, object], arch: str | None, config_path: Path, names: list[str],
+                   dialect: str = DIALECT) -> NamingMap:
+    """The naming map: --arch if given, else config.json's model_type, else the one map whose
+    names explain every tensor of the checkpoint."""
     if arch:
         return maps.load(arch)
     model_type = raw.get("model_type")
-    if not isinstance(model_type, str):
-        raise ConfigError("config has no 'model_type'", file=config_path, hint="pass --arch to name the architecture")
-    nmap = maps.for_model_type(model_type)
-    if nmap is None:
-        raise MapError(f"no naming map handles model_type '{model_type}'", file=config_path,
-                       hint=f"available architectures: {', '.join(maps.available())}; pass --arch if one fits")
-    return nmap
+    if isinstance(model_type, str):
+        nmap = maps.for_model_type(model_type)
+        if nmap is None:
+            raise MapError(f"no naming map handles model_type '{model_type}'", file=config_path,
+                           hint=f"available architectures: {', '.join(maps.available())}; pass --arch if one fits")
+        return nmap
+    fitting = []
+    for candidate in maps.available():
+        nmap = maps.load(candidate)
+        if dialect in nmap.dialects and any(
+            not DialectMatcher(nmap, dialect, head.prefix).unmatched(names) for head in nmap.dialects[dialect].heads.values()
+        ):
+            fitting.append(nmap)
+    if len(fitting) != 1:
+        found = ", ".join(m.architecture for m in fitting) or "none"
+        raise ConfigError(f"config has no 'model_type' and the tensor names fit {found}", file=config_path,
+                          hint="pass --arch to name the architecture")
+    return fitting[0]
 
 
 def detect_head(nmap: NamingMap, dialect: str, raw: dict[str, object], names: list[str]) -> Head:
@@ -78,9 +92,9 @@ def detect_head(nmap: NamingMap, dialect: str, raw: dict[str, object], names: li
 def read(path: Path, arch: str | None = None) -> Checkpoint:
     config_path = path / CONFIG
     raw = read_json_object(config_path)
-    nmap = map_for_config(raw, arch, config_path)
     tensors, files, container = _open_weights(path)
     names = list(tensors)
+    nmap = map_for_config(raw, arch, config_path, names)
     head = detect_head(nmap, DIALECT, raw, names)
     present = DialectMatcher(nmap, DIALECT, head.prefix).canonical_names_present(names)
     config = config_from_framework(nmap, raw, head=head.name, dtype=common.dominant_dtype(tensors),

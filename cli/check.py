@@ -1,0 +1,112 @@
+"""``llmstd check A B``: run both checkpoints in their own runtimes and compare; exit 1 when they differ."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from llmstd.cli.errors import EXIT_FAILURE, handle_errors
+from llmstd.cli.options import Arch
+
+Runtime = Annotated[str, typer.Option(help="auto | transformers | llmstd-torch | transformers-tf | llmstd-tf | onnxruntime.")]
+
+
+def _num(value: float | None, fmt: str = ".2e") -> str:
+    if value is None:
+        return "—"
+    return format(value, fmt) if value == value and abs(value) != float("inf") else str(value)
+
+
+def render(report: object, console: Console) -> None:
+    """Print a CheckReport as tables (also used by ``llmstd validate --against``)."""
+    from llmstd.check import CheckReport
+
+    assert isinstance(report, CheckReport)
+    for label, side in (("A", report.a), ("B", report.b)):
+        console.print(f"[bold]{label}[/] {escape(side.path)}  [dim]{side.format}/{side.container}, {side.architecture}[/]"
+                      f" — {escape(side.runtime_detail)} on {escape(side.device)}, {side.dtype}, "
+                      f"load {side.load_seconds:.2f}s, run {side.run_seconds:.2f}s")
+        for note in side.notes:
+            console.print(f"    [yellow]note:[/] {escape(note)}")
+    inputs = report.inputs
+    console.print(f"inputs: {inputs['source']}, {inputs['batch']}×{inputs['seq_len']} tokens "
+                  f"(real tokens per row: {', '.join(map(str, inputs['real_tokens']))}); judged as {report.dtype}")
+    if report.config_differences:
+        diffs = ", ".join(f"{k}: {a!r} vs {b!r}" for k, (a, b) in report.config_differences.items())
+        console.print(f"[yellow]configs differ:[/] {escape(diffs)}")
+    table = Table(title="outputs (non-padded positions)")
+    for column in ("output", "max abs", "max rel", "NMSE", "cosine", "top-1", "top-5", "KL mean", "verdict"):
+        table.add_column(column, justify="left" if column in ("output", "verdict") else "right")
+    for o in report.outputs:
+        table.add_row(o.name, _num(o.max_abs), _num(o.max_rel), _num(o.nmse), _num(o.cosine, ".6f"),
+                      _num(o.top1, ".4f"), _num(o.top5, ".4f"), _num(o.kl_mean),
+                      "[green]ok[/]" if o.passed else "[red]FAIL[/]")
+    console.print(table)
+    if report.layers:
+        layers = Table(title=f"hidden states ({escape(report.localisation)})")
+        for column in ("stage", "max abs", "NMSE", "cosine", ""):
+            layers.add_column(column, justify="left" if column in ("stage", "") else "right")
+        first = report.first_divergence["stage"] if report.first_divergence else None
+        for layer in report.layers:
+            mark = "[red]diverges[/]" if layer.diverged else "[green]ok[/]"
+            if layer.stage == first:
+                mark += " [red]← first[/]"
+            layers.add_row(layer.stage, _num(layer.max_abs), _num(layer.nmse), _num(layer.cosine, ".6f"), mark)
+        console.print(layers)
+    else:
+        console.print(f"hidden states: {escape(report.localisation)}")
+    colour = "green" if report.passed else "red"
+    console.print(f"[bold {colour}]{escape(report.summary())}[/]")
+
+
+@handle_errors
+def check(
+    a: Annotated[Path, typer.Argument(help="Reference checkpoint (any format).")],
+    b: Annotated[Path, typer.Argument(help="Checkpoint to compare with it (any format).")],
+    arch: Arch = None,
+    input_ids: Annotated[Optional[str], typer.Option(
+        "--input-ids", help='Token ids: a JSON file or JSON text, e.g. "[[1, 2, 3], [4, 5]]".')] = None,
+    text: Annotated[Optional[list[str]], typer.Option(
+        "--text", help="Text to encode with the checkpoint's tokenizer.json (repeat for a batch).")] = None,
+    batch: Annotated[int, typer.Option("--batch", help="Sequences in the default batch.")] = 2,
+    seq_len: Annotated[int, typer.Option("--seq-len", help="Tokens per default sequence (capped by the model).")] = 128,
+    device: Annotated[str, typer.Option("--device", help="cpu | cuda, for both sides.")] = "cpu",
+    device_a: Annotated[Optional[str], typer.Option("--device-a", help="Device for side A only.")] = None,
+    device_b: Annotated[Optional[str], typer.Option("--device-b", help="Device for side B only.")] = None,
+    runtime_a: Runtime = "auto",
+    runtime_b: Runtime = "auto",
+    atol: Annotated[Optional[float], typer.Option("--atol", help="Max abs error allowed on logits.")] = None,
+    min_top1: Annotated[Optional[float], typer.Option("--min-top1", help="Minimum top-1 agreement.")] = None,
+    max_kl: Annotated[Optional[float], typer.Option("--max-kl", help="Maximum mean KL divergence (nats).")] = None,
+    max_nmse: Annotated[Optional[float], typer.Option("--max-nmse", help="Maximum NMSE of any output.")] = None,
+    hidden_nmse: Annotated[Optional[float], typer.Option(
+        "--hidden-nmse", help="Hidden-state NMSE above which a layer counts as diverging.")] = None,
+    no_layers: Annotated[bool, typer.Option("--no-layers", help="Skip the per-layer comparison.")] = False,
+    json_path: Annotated[Optional[Path], typer.Option(
+        "--json", help="Also write the report as JSON to this file ('-' for stdout, tables then go to stderr).")] = None,
+) -> None:
+    """Run A and B in their own runtimes on the same tokens and compare outputs and hidden states.
+
+    Exits 1 when any output is out of tolerance (the report names the first diverging layer).
+    """
+    from llmstd.check import check as run_check
+
+    overrides = {k: v for k, v in {"logits_max_abs": atol, "min_top1": min_top1, "max_kl": max_kl,
+                                   "max_nmse": max_nmse, "hidden_nmse": hidden_nmse}.items() if v is not None}
+    report = run_check(a, b, arch=arch, input_ids=input_ids, text=text, batch=batch, seq_len=seq_len, device=device,
+                       device_a=device_a, device_b=device_b, runtime_a=runtime_a, runtime_b=runtime_b,
+                       tolerance=overrides or None, hidden_states=not no_layers)
+    to_stdout = json_path is not None and str(json_path) == "-"
+    render(report, Console(highlight=False, stderr=to_stdout))
+    if json_path is not None:
+        if to_stdout:
+            typer.echo(report.to_json())
+        else:
+            json_path.write_text(report.to_json() + "\n", encoding="utf-8")
+    if not report.passed:
+        raise typer.Exit(EXIT_FAILURE)

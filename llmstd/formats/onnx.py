@@ -1,0 +1,184 @@
+"""ONNX models: a directory holding ``model.onnx`` (plus ``model.onnx.data`` for external data) and
+``config.json``, or a bare ``.onnx`` file.
+
+Writing builds a complete, runnable graph from the canonical config (:mod:`llmstd.onnx_graph`) whose
+initializers carry the canonical tensor names, and records in the model's ``metadata_props`` the
+spec version, architecture, canonical config, provenance and transforms, the same keys the canonical
+format keeps in its safetensors metadata. Reading such a file back is therefore exact: the config
+comes from the metadata and each canonical tensor from the initializer of that name.
+
+Reading an ONNX model written by another exporter (torch.onnx dynamo or TorchScript, Optimum) goes
+through :mod:`llmstd.onnx_recover`, which recovers the parameters from initializer names and graph
+analysis and needs the model's Hugging Face ``config.json`` beside the ``.onnx`` file (as Optimum
+exports have it).
+
+Weights above a size threshold go to one external data file, ``model.onnx.data``. The threshold is
+``WriteOptions.shard_size`` (``--shard-size``: the most weight bytes ``model.onnx`` itself may hold),
+by default just under protobuf's 2 GiB limit.
+"""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from llmstd import maps, vocab
+from llmstd.checkpoint import Checkpoint
+from llmstd.config import CanonicalConfig
+from llmstd.converters import onnx_io
+from llmstd.errors import DetectionError, FormatError, MapError, MappingError
+from llmstd.formats import Format, WriteOptions, common, register
+from llmstd.formats.canonical import (
+    KEY_ARCH,
+    KEY_CONFIG,
+    KEY_FORMAT,
+    KEY_PROVENANCE,
+    KEY_SPEC,
+    KEY_TIED,
+    KEY_TRANSFORMS,
+    check_spec_version,
+    provenance_for,
+)
+from llmstd.jsonfile import dumps
+from llmstd.mapping import MappingReport
+from llmstd.tensors import LazyTensor
+
+MODEL = "model.onnx"
+CONFIG = "config.json"
+FORMAT_VALUE = "onnx"
+
+
+def model_file(path: Path) -> Path | None:
+    """The .onnx file a path designates: the file itself, ``model.onnx`` in a directory, or the
+    directory's only ``.onnx`` file."""
+    if path.is_file():
+        return path if path.suffix == ".onnx" else None
+    if path.is_dir():
+        if (path / MODEL).is_file():
+            return path / MODEL
+        found = sorted(p for p in path.glob("*.onnx") if p.is_file())
+        if len(found) == 1:
+            return found[0]
+    return None
+
+
+def detect(path: Path) -> bool:
+    if path.is_dir() and model_file(path) is None:
+        return any(path.glob("*.onnx"))  # several graphs: claimed here so read() can say which to pick
+    return model_file(path) is not None
+
+
+def is_llmstd_file(meta: dict[str, str]) -> bool:
+    return meta.get(KEY_FORMAT) == FORMAT_VALUE
+
+
+def read(path: Path, arch: str | None = None) -> Checkpoint:
+    model_path = model_file(path)
+    if model_path is None:
+        found = sorted(p.name for p in path.glob("*.onnx")) if path.is_dir() else []
+        raise DetectionError(f"cannot tell which ONNX graph to read (found {', '.join(found) or 'none'})", file=path,
+                             hint="pass the .onnx file itself, or name the graph model.onnx")
+    onnx_file = onnx_io.read(model_path)
+    if is_llmstd_file(onnx_file.metadata):
+        return _read_own(path, onnx_file, arch)
+    from llmstd import onnx_recover
+
+    return onnx_recover.recover(path, onnx_file, arch=arch)
+
+
+def _json(meta: dict[str, str], key: str, source: Path) -> Any:
+    if key not in meta:
+        raise FormatError(f"llmstd ONNX metadata lacks '{key}'", file=source)
+    try:
+        return json.loads(meta[key])
+    except json.JSONDecodeError as exc:
+        raise FormatError(f"metadata '{key}' is not valid JSON ({exc.msg})", file=source) from None
+
+
+def _read_own(path: Path, f: onnx_io.OnnxFile, arch: str | None) -> Checkpoint:
+    """An ONNX model llmstd wrote: config from the metadata, tensors by canonical initializer name."""
+    from llmstd.onnx_graph.build import OWN_PREFIX
+
+    meta, source = f.metadata, f.path
+    check_spec_version(meta.get(KEY_SPEC, ""), source)
+    config = CanonicalConfig.from_dict(_json(meta, KEY_CONFIG, source), source=str(source))
+    if arch and arch != config.architecture:
+        raise MappingError(f"checkpoint is '{config.architecture}', not '{arch}'", file=source)
+    expected = vocab.expected_tensors(config)
+    initializers = {n: f.tensors[n] for n in f.initializers if n in f.tensors}
+    missing = [n for n in expected if n not in initializers]
+    foreign = sorted(n for n in f.initializers if n not in expected and not n.startswith(OWN_PREFIX))
+    if missing or foreign:
+        parts = ([f"missing {', '.join(missing)}"] if missing else []) + (
+            [f"unexpected {', '.join(foreign)}"] if foreign else [])
+        raise MappingError(f"initializers do not match the canonical config in the metadata: {'; '.join(parts)}",
+                           names=missing + foreign, file=source,
+                           hint="the graph was edited after llmstd wrote it; convert from the original checkpoint")
+    for name, shape in expected.items():
+        if initializers[name].shape != shape:
+            raise MappingError(f"shape {list(initializers[name].shape)} differs from {list(shape)} implied by the "
+                               "config", tensor=name, file=source)
+    tensors: dict[str, LazyTensor] = {n: initializers[n] for n in expected}
+    report = MappingReport(transforms=_json(meta, KEY_TRANSFORMS, source)) if KEY_TRANSFORMS in meta else MappingReport()
+    directory = path if path.is_dir() else path.parent
+    return Checkpoint(path=path, format="onnx", container=f.container, dialect="canonical", config=config,
+                      tensors=tensors, files=[f.path, *f.data_files], source_names=dict(f.tensors), report=report,
+                      sidecars=common.sidecars_in(directory),
+                      provenance=_json(meta, KEY_PROVENANCE, source) if KEY_PROVENANCE in meta else {})
+
+
+def _metadata(ckpt: Checkpoint, hashes: dict[Path, str] | None) -> dict[str, str]:
+    return {
+        KEY_FORMAT: FORMAT_VALUE,
+        KEY_SPEC: vocab.SPEC_VERSION,
+        KEY_ARCH: ckpt.architecture,
+        KEY_CONFIG: ckpt.config.to_json(),
+        KEY_PROVENANCE: json.dumps(provenance_for(ckpt, hashes), sort_keys=True),
+        KEY_TRANSFORMS: json.dumps(ckpt.report.transforms, sort_keys=True),
+        KEY_TIED: json.dumps(vocab.tied_tensors(ckpt.config), sort_keys=True),
+    }
+
+
+def _framework_config(ckpt: Checkpoint) -> dict[str, object] | None:
+    """config.json for tools that expect one beside model.onnx (Optimum, transformers.js), when the
+    architecture's map translates a Hugging Face config."""
+    from llmstd.formats import hf
+
+    try:
+        nmap = maps.load(ckpt.architecture)
+        if nmap.config_format != "hf" or "hf" not in nmap.dialects:
+            return None
+        return hf.framework_config(nmap, ckpt, hf.resolve_head(nmap, "hf", ckpt.config.head))
+    except MapError:
+        return None
+
+
+def write_onnx(ckpt: Checkpoint, staging: Path, *, external_data_threshold: int | None = None,
+               progress: common.Progress | None = None) -> list[Path]:
+    """Write ``ckpt`` as a runnable ``model.onnx`` (+ ``model.onnx.data``) and ``config.json`` into
+    ``staging``. Weights go to external data when they exceed ``external_data_threshold`` bytes."""
+    from llmstd.onnx_graph import build_graph
+
+    built = build_graph(ckpt.config, {n: t.dtype for n, t in ckpt.tensors.items()})
+    threshold = onnx_io.DEFAULT_EXTERNAL_THRESHOLD if external_data_threshold is None else external_data_threshold
+    external = ckpt.nbytes > threshold
+    # Source hashes are computed on the second core while the tensors stream out.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        hashing = pool.submit(lambda: {p: common.sha256_file(p) for p in ckpt.files})
+        files = onnx_io.write(staging / MODEL, built.model, list(ckpt.tensors.items()), external=external,
+                              metadata=lambda: _metadata(ckpt, hashing.result()), progress=progress)
+    body = _framework_config(ckpt)
+    if body is not None:
+        (staging / CONFIG).write_text(dumps(body), encoding="utf-8")
+        files.append(staging / CONFIG)
+    return [*files, *common.copy_sidecars(ckpt.sidecars, staging)]
+
+
+def write(ckpt: Checkpoint, staging: Path, options: WriteOptions) -> list[Path]:
+    return write_onnx(ckpt, staging, external_data_threshold=options.shard_size, progress=options.progress)
+
+
+register(Format("onnx", "ONNX model (runnable graph; model.onnx + config.json, external data when large)",
+                detect, read, write))
