@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from make_checkpoint import SHAPES, make  # noqa: E402
+from make_checkpoint import make  # noqa: E402
 from measure import Sample, median_of, remove  # noqa: E402
 
 HERE = Path(__file__).parent

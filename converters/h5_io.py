@@ -97,16 +97,18 @@ class H5DatasetTensor(LazyTensor):
         return array.reshape(self.shape)
 
 
+#: Keras lists a shared variable under every top-level layer that uses it (transformers' BERT MLM head
+#: reuses the embedding layer, so layer 'mlm___cls' lists the embeddings again, as separate datasets
+#: with the same weight name). Such a repeat is exposed, and written, as ``<weight name>@<layer>``.
+REPEAT_SEP = "@"
+
+
 @dataclass
 class H5Weights:
     path: Path
     layer_names: list[str]
-    weights: dict[str, LazyTensor]  # weight name -> tensor (first layer listing it)
-    layer_of: dict[str, str]  # weight name -> layer group it was read from
-    # (layer group, weight name, first layer group): a name listed again by another layer (Keras lists a
-    # shared variable under every layer that uses it, e.g. BERT's tied decoder). Verified equal by the caller.
-    repeated: list[tuple[str, str, str]] = field(default_factory=list)
-    repeated_tensors: dict[tuple[str, str], LazyTensor] = field(default_factory=dict)
+    weights: dict[str, LazyTensor]  # weight name (or '<name>@<layer>' for a repeat) -> tensor
+    layer_of: dict[str, str]  # key of ``weights`` -> layer group it was read from
     attrs: dict[str, str] = field(default_factory=dict)
 
 
@@ -231,8 +233,6 @@ def read_h5(path: Path) -> H5Weights:
         attrs = {k: _decode(f.attrs[k]) for k in ("backend", "keras_version") if k in f.attrs}
         weights: dict[str, LazyTensor] = {}
         layer_of: dict[str, str] = {}
-        repeated: list[tuple[str, str, str]] = []
-        repeated_tensors: dict[tuple[str, str], LazyTensor] = {}
         for layer in layer_names:
             group = _resolve(h5py, f, [layer], path, f"layer '{layer}'")
             if not isinstance(group, h5py.Group):
@@ -247,14 +247,14 @@ def read_h5(path: Path) -> H5Weights:
                 node = _resolve(h5py, group, parts, path, f"weight '{name}' of layer '{layer}'")
                 if not isinstance(node, h5py.Dataset):
                     raise FormatError(f"weight '{name}' of layer '{layer}' is not a dataset", file=path)
-                tensor = _dataset_tensor(h5py, node, path, name)
-                if name in weights:
-                    repeated.append((layer, name, layer_of[name]))
-                    repeated_tensors[(layer, name)] = tensor
-                    continue
-                weights[name] = tensor
-                layer_of[name] = layer
-    return H5Weights(path, layer_names, weights, layer_of, repeated, repeated_tensors, attrs)
+                if REPEAT_SEP in name:
+                    raise FormatError(f"weight name {name!r} contains '{REPEAT_SEP}', which llmstd reserves", file=path)
+                key = f"{name}{REPEAT_SEP}{layer}" if name in weights else name
+                if key in weights:
+                    raise FormatError(f"layer '{layer}' lists weight '{name}' twice", file=path)
+                weights[key] = _dataset_tensor(h5py, node, path, name)
+                layer_of[key] = layer
+    return H5Weights(path, layer_names, weights, layer_of, attrs)
 
 
 # ------------------------------------------------------------------------------------------------

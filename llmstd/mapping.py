@@ -37,6 +37,7 @@ class MappingReport:
 
 def _regex(pattern: str, prefix: str) -> re.Pattern[str]:
     text = re.escape(pattern.replace("{prefix}", prefix)).replace(r"\{i\}", r"(?P<i>0|[1-9]\d*)")
+    text = text.replace(r"\{\*\}", r".+")
     return re.compile(text + r"\Z")
 
 

@@ -237,7 +237,9 @@ def _parse_dialect(path: Path, name: str, spec: Any) -> Dialect:
     ignores = []
     for k, ig in enumerate(spec.get("ignore", [])):
         _check_keys(path, f"{where}.ignore[{k}]", ig, ("pattern", "reason"), ("pattern", "reason"))
-        _check_placeholders(path, f"{where}.ignore[{k}]", ig["pattern"], {"i", "prefix"})
+        # {*} (any run of characters) is allowed in ignore patterns only: optimizer slots exist for
+        # every weight, and an ignore can never hide a tensor that an entry maps (entries match first).
+        _check_placeholders(path, f"{where}.ignore[{k}]", ig["pattern"], {"i", "prefix", "*"})
         ignores.append(Ignore(ig["pattern"], ig["reason"]))
     return Dialect(name, spec.get("description", ""), heads, tuple(ignores))
 

@@ -42,7 +42,7 @@ def register(fmt: Format) -> Format:
 
 # Format modules, in detection order. Imported on first use so that `llmstd --help` and reading
 # one format never import another format's framework.
-BUILTIN = ("canonical", "hf", "onnx")
+BUILTIN = ("canonical", "hf", "onnx", "tf_h5", "tf_ckpt")
 
 
 def _load_builtin() -> None:
@@ -66,13 +66,15 @@ def get(name: str) -> Format:
 
 def detect(path: Path) -> Format:
     _load_builtin()
-    if not path.exists():
-        raise DetectionError("no such file or directory", file=path)
+    # Formats are asked before checking existence: a tf.train checkpoint is named by its prefix
+    # (``.../bert_model.ckpt``), which is not itself a file.
     for fmt in REGISTRY.values():
         if fmt.detect(path):
             return fmt
+    if not path.exists():
+        raise DetectionError("no such file or directory", file=path)
     raise DetectionError(
         "not a checkpoint llmstd recognises",
         file=path,
-        hint="expected a Hugging Face model directory (config.json + weights) or an llmstd canonical checkpoint",
+        hint="expected one of: " + "; ".join(f"{f.name} ({f.description})" for f in REGISTRY.values()),
     )

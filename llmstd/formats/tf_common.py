@@ -100,12 +100,26 @@ def tf_candidates(nmap: NamingMap, dialects: Sequence[str], preferred_head: str 
 
 def layer_groups(named: Mapping[str, LazyTensor]) -> list[tuple[str, list[tuple[str, LazyTensor]]]]:
     """Keras layer groups for an h5 file: the second path component of each variable name
-    (``<model scope>/<top-level layer>/...``), in order of first appearance."""
+    (``<model scope>/<top-level layer>/...``), in order of first appearance.
+
+    A name ``<weight>@<layer>`` (an h5 repeat, see :data:`llmstd.converters.h5_io.REPEAT_SEP`) lists the
+    weight again under ``<layer>``, written only when the model has that layer.
+    """
+    from llmstd.converters.h5_io import REPEAT_SEP
+
     groups: dict[str, list[tuple[str, LazyTensor]]] = {}
+    repeats: list[tuple[str, str, LazyTensor]] = []
     for name, tensor in named.items():
+        if REPEAT_SEP in name:
+            weight, layer = name.rsplit(REPEAT_SEP, 1)
+            repeats.append((layer, weight, tensor))
+            continue
         parts = name.split("/")
         if len(parts) < 3:
             raise FormatError(f"variable name '{name}' has no '<model scope>/<layer>/' prefix",
                               hint="every h5 dialect name must be scoped; fix the naming map")
         groups.setdefault(parts[1], []).append((name, tensor))
+    for layer, weight, tensor in repeats:
+        if layer in groups:
+            groups[layer].append((weight, tensor))
     return list(groups.items())

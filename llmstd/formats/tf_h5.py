@@ -15,8 +15,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from llmstd import maps
 from llmstd.checkpoint import Checkpoint
 from llmstd.configmap import config_from_framework
@@ -52,7 +50,8 @@ def _preferred_head(nmap: maps.NamingMap, raw: dict[str, object]) -> str | None:
 def read(path: Path, arch: str | None = None) -> Checkpoint:
     config_path = path / CONFIG
     raw = read_json_object(config_path)
-    nmap = hf.map_for_config(raw, arch, config_path)
+    # Keras scopes the names, so a config without model_type needs --arch here.
+    nmap = hf.map_for_config(raw, arch, config_path, [])
     h5 = h5_io.read_h5(path / WEIGHTS)
 
     def make_config(head: maps.Head, present: set[str], tensors: dict[str, LazyTensor]):  # type: ignore[no-untyped-def]
@@ -64,23 +63,25 @@ def read(path: Path, arch: str | None = None) -> Checkpoint:
         raise MappingError(f"the '{nmap.architecture}' naming map has no TensorFlow dialect ({', '.join(DIALECTS)})",
                            file=nmap.path, hint="add an hf_tf or tf_llmstd section to the map")
     resolved = tf_common.resolve(nmap, candidates, h5.weights, make_config, source=str(path / WEIGHTS), scoped=True)
-    # Keras lists a shared variable under every layer using it (BERT's decoder reuses the word
-    # embeddings, so 'mlm___cls' repeats them): each repeat must equal the first copy; it is dropped.
     report = resolved.report
-    for layer, name, first_layer in h5.repeated:
-        if not _same_bytes(h5.repeated_tensors[(layer, name)], h5.weights[name]):
-            raise MappingError(f"is listed by layers '{first_layer}' and '{layer}' with different values",
-                               tensor=name, file=path / WEIGHTS, hint="the file is inconsistent; re-save the model")
-        report.duplicates_dropped.append((f"{layer}/{name}", f"{first_layer}/{name}"))
     return Checkpoint(path=path, format="tf-h5", container="hdf5", dialect=resolved.dialect, config=resolved.config,
                       tensors=resolved.tensors, files=[config_path, path / WEIGHTS], source_names=resolved.source_names,
                       report=report, sidecars=common.sidecars_in(path))
 
 
-def _same_bytes(a: LazyTensor, b: LazyTensor) -> bool:
-    if a.shape != b.shape or a.dtype != b.dtype:
-        return False
-    return bool(np.array_equal(a.load().reshape(-1).view(np.uint8), b.load().reshape(-1).view(np.uint8)))
+def _repeats(nmap: maps.NamingMap, dialect: str, prefix: str, named: dict[str, LazyTensor]) -> dict[str, LazyTensor]:
+    """The map's ``<name>@<layer>`` aliases: weights Keras lists again under another layer."""
+    from llmstd.converters.h5_io import REPEAT_SEP
+
+    out: dict[str, LazyTensor] = {}
+    for entry, dname in nmap.entries_for(dialect):
+        for alias in dname.aliases:
+            if REPEAT_SEP not in alias or entry.per_layer:
+                continue
+            primary = dname.name.replace("{prefix}", prefix)
+            if primary in named:
+                out[alias.replace("{prefix}", prefix)] = named[primary]
+    return out
 
 
 def dialect_for(nmap: maps.NamingMap, head: str) -> str:
@@ -97,6 +98,7 @@ def write(ckpt: Checkpoint, staging: Path, options: WriteOptions) -> list[Path]:
     dialect = dialect_for(nmap, ckpt.config.head)
     head = hf.resolve_head(nmap, dialect, ckpt.config.head)
     named = from_canonical(nmap, dialect, head.prefix, ckpt.tensors, ckpt.config)
+    named.update(_repeats(nmap, dialect, head.prefix, named))
     weights = h5_io.write_h5(staging / WEIGHTS, tf_common.layer_groups(named), progress=options.progress)
     config_path = staging / CONFIG
     config_path.write_text(dumps(hf.framework_config(nmap, ckpt, hf.resolve_head(nmap, "hf", ckpt.config.head))),

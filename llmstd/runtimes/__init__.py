@@ -1,8 +1,8 @@
-"""Runtimes llmstd implements itself: code that runs a canonical checkpoint to produce logits.
+"""Runtimes: llmstd's own implementations that *run* canonical checkpoints to produce logits.
 
-Each module implements every canonical architecture from canonical tensors plus a
-:class:`~llmstd.config.CanonicalConfig` in one framework (``torch_model`` for PyTorch, ``tf_model``
-for TensorFlow). The equivalence checker (``llmstd.check``) uses them when no third-party runtime
-can run a side, e.g. a canonical checkpoint, or transformers is absent. Frameworks are imported
-lazily by each module, so importing this package costs nothing.
+Each takes canonical tensors plus a :class:`~llmstd.config.CanonicalConfig` (nothing else), so any
+format llmstd reads can be run, and the equivalence checker can compare frameworks layer by layer.
+Frameworks are imported only inside the runtime module that needs them.
+
+- :mod:`llmstd.runtimes.tf_model`: TensorFlow, plain TF ops (no Keras layers, no transformers).
 """
