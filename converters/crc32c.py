@@ -123,6 +123,7 @@ def _vector_crc(data: np.ndarray) -> int:
     return value
 
 
+@functools.lru_cache(maxsize=1)
 def _native() -> object | None:
     try:
         import google_crc32c  # type: ignore[import-not-found]

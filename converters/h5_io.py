@@ -24,8 +24,9 @@ This module moves bytes only: which weight belongs to which layer group is decid
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,17 @@ def keras_version() -> str:
 # reading
 
 
+@contextlib.contextmanager
+def _h5_errors(path: Path, tensor: str | None = None) -> Iterator[None]:
+    """HDF5 reports a damaged file as OSError, RuntimeError, KeyError or ValueError from deep inside
+    the library; each becomes one FormatError naming the file."""
+    try:
+        yield
+    except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
+        raise FormatError(f"damaged HDF5 file ({type(exc).__name__}: {exc})", file=path, tensor=tensor,
+                          hint="re-download or re-save the weights") from None
+
+
 class H5DatasetTensor(LazyTensor):
     """A chunked (possibly compressed) dataset, read through h5py when loaded."""
 
@@ -84,7 +96,7 @@ class H5DatasetTensor(LazyTensor):
 
     def load(self) -> np.ndarray:
         h5py = _h5py()
-        with h5py.File(self.path, "r") as f:
+        with _h5_errors(self.path, self.dataset_path), h5py.File(self.path, "r") as f:
             dset = f[self.dataset_path]
             if self._opaque_bf16:
                 raw = np.empty(self.shape, dtype=np.dtype("V2"))
@@ -225,7 +237,7 @@ def read_h5(path: Path) -> H5Weights:
         f = h5py.File(path, "r")
     except OSError as exc:
         raise FormatError(f"not a readable HDF5 file ({exc})", file=path) from None
-    with f:
+    with _h5_errors(path), f:
         layer_names = read_string_list(f, "layer_names", path)
         if layer_names is None:
             raise FormatError("HDF5 file has no 'layer_names' attribute; not a Keras 2 / Hugging Face TF weights file",

@@ -13,6 +13,7 @@ import shutil
 import struct
 import zipfile
 from collections.abc import Callable
+from typing import Any
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -361,4 +362,128 @@ def _config_array(root: Path) -> Path:
 
 CONFIG[-1] = Case("config-not-an-object", _config_array, errors.FormatError, "object")
 
-CASES: list[Case] = [*SAFETENSORS, *INDEX, *PICKLE, *CONFIG]
+# --------------------------------------------------------------------------------------------
+# HDF5 (tf_model.h5) and tf.train checkpoints: written by llmstd from the example, then damaged
+
+
+def _converted(root: Path, to: str) -> Path:
+    import llmstd
+
+    d = root / "ckpt"
+    llmstd.convert(EXAMPLE, d, to=to)
+    return d
+
+
+def _h5_first_dataset(f: Any) -> str:
+    import h5py
+
+    found: list[str] = []
+    f.visititems(lambda name, obj: found.append(name) if isinstance(obj, h5py.Dataset) and not found else None)
+    return found[0]
+
+
+def _h5(edit: Callable[[Any, str, Path], None]) -> Callable[[Path], Path]:
+    def build(root: Path) -> Path:
+        import h5py
+
+        d = _converted(root, "tf-h5")
+        with h5py.File(d / "tf_model.h5", "r+") as f:
+            name = _h5_first_dataset(f)
+            edit(f, name, root)
+        return d
+
+    return build
+
+
+def _external_link(f: Any, name: str, root: Path) -> None:
+    import h5py
+
+    with h5py.File(root / "host.h5", "w") as host:
+        host.create_dataset("secret", data=f[name][()])
+    del f[name]
+    f[name] = h5py.ExternalLink(str(root / "host.h5"), "secret")
+
+
+def _soft_link(f: Any, name: str, root: Path) -> None:
+    import h5py
+
+    f["elsewhere"] = f[name][()]
+    del f[name]
+    f[name] = h5py.SoftLink("/elsewhere")
+
+
+def _virtual(f: Any, name: str, root: Path) -> None:
+    import h5py
+
+    data = f[name][()]
+    with h5py.File(root / "source.h5", "w") as src:
+        src.create_dataset("x", data=data)
+    layout = h5py.VirtualLayout(shape=data.shape, dtype=data.dtype)
+    layout[...] = h5py.VirtualSource(str(root / "source.h5"), "x", shape=data.shape)
+    del f[name]
+    f.create_virtual_dataset(name, layout)
+
+
+def _shape_bomb(f: Any, name: str, root: Path) -> None:
+    dtype = f[name].dtype
+    del f[name]
+    bomb = f.create_dataset(name, shape=(1 << 20, 1 << 20), dtype=dtype, chunks=(64, 64), compression="gzip")
+    bomb[0:64, 0:64] = 1
+
+
+H5 = [
+    Case("h5-external-link", _h5(_external_link), errors.UnsafeInputError, "external link"),
+    Case("h5-soft-link", _h5(_soft_link), errors.UnsafeInputError, "soft link"),
+    Case("h5-virtual-dataset", _h5(_virtual), errors.UnsafeInputError, "virtual dataset"),
+    Case("h5-shape-bomb", _h5(_shape_bomb), errors.FormatError, "bomb"),
+]
+
+
+def _ckpt(edit: Callable[[Path], None]) -> Callable[[Path], Path]:
+    def build(root: Path) -> Path:
+        from llmstd.converters import tf_checkpoint
+
+        d = _converted(root, "tf-ckpt")
+        prefix = tf_checkpoint.find_prefix(d)
+        assert prefix is not None
+        edit(prefix)
+        return d
+
+    return build
+
+
+def _data_file(prefix: Path) -> Path:
+    from llmstd.converters import tf_checkpoint
+
+    return prefix.parent / tf_checkpoint.data_file_name(prefix.name, 0, 1)
+
+
+def _truncate_data(prefix: Path) -> None:
+    data = _data_file(prefix)
+    data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
+
+
+def _flip_data_byte(prefix: Path) -> None:
+    data = _data_file(prefix)
+    raw = bytearray(data.read_bytes())
+    raw[len(raw) // 2] ^= 0x40
+    data.write_bytes(bytes(raw))
+
+
+def _shard_out_of_range(prefix: Path) -> None:
+    from llmstd.converters import tf_checkpoint
+
+    index = Path(str(prefix) + ".index")
+    items = tf_checkpoint.read_table(index)
+    key, value = items[1]
+    items[1] = (key, value + tf_checkpoint._enc_field(3, 0, 3))  # shard_id = 3 of 1 (the last field wins)
+    tf_checkpoint._write_table(index, items)
+
+
+CKPT = [
+    Case("ckpt-offset-past-end", _ckpt(_truncate_data), errors.FormatError, "past the end"),
+    Case("ckpt-crc32c-mismatch", _ckpt(_flip_data_byte), errors.FormatError, "CRC-32C"),
+    Case("ckpt-shard-id-out-of-range", _ckpt(_shard_out_of_range), errors.FormatError, "out of range"),
+]
+
+CASES: list[Case] = [*SAFETENSORS, *INDEX, *PICKLE, *CONFIG, *H5, *CKPT]

@@ -101,6 +101,17 @@ def _canonical(d: Path) -> None:
             shutil.copy(p, d / p.name)
 
 
+def _converted_to(to: str) -> Callable[[Path], None]:
+    def build(d: Path) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "out"
+            llmstd.convert(EXAMPLE, out, to=to)
+            for p in out.iterdir():
+                shutil.copy(p, d / p.name)
+
+    return build
+
+
 TARGETS = {
     "safetensors": (_hf_safetensors, "model.safetensors"),
     "torch-pickle": (_hf_bin, "pytorch_model.bin"),
@@ -108,6 +119,9 @@ TARGETS = {
     "shard": (_hf_sharded, "model-00001-of-00003.safetensors"),
     "config-json": (_hf_safetensors, "config.json"),
     "canonical": (_canonical, "canonical.safetensors"),
+    "tf-h5": (_converted_to("tf-h5"), "tf_model.h5"),
+    "tf-ckpt-index": (_converted_to("tf-ckpt"), "model.ckpt.index"),
+    "tf-ckpt-data": (_converted_to("tf-ckpt"), "model.ckpt.data-00000-of-00001"),
 }
 
 

@@ -20,6 +20,15 @@ CHILD = textwrap.dedent(
     import llmstd
     from llmstd import formats
     formats.names()  # import every format module up front: reading must need nothing more
+    # Container libraries are imported lazily by the readers; import them before the hook so that
+    # their own start-up (which may run generated code or ask the platform its name) is not counted.
+    for module in ("h5py", "onnx"):
+        try:
+            __import__(module)
+        except ImportError:
+            pass
+    from llmstd.converters import crc32c
+    crc32c.value(b"warm-up")
 
     ALLOWED_PREFIXES = ("llmstd", "numpy", "ml_dtypes", "h5py", "onnx", "google.protobuf", "encodings")
     # Code objects may run only when they come from module files being imported (stdlib, the
