@@ -22,14 +22,14 @@ from llmstd.tensors import LazyTensor
 from llmstd.convert import parse_size
 
 LLAMA = dict(
-    architecture="llama", head="causal_lm", norm_kind="rmsnorm", norm_eps=1e-5, norm_position="pre", norm_bias=False,
+    architecture="llama", head="causal_lm", causal=True, norm_kind="rmsnorm", norm_eps=1e-5, norm_position="pre", norm_bias=False,
     final_norm=True, embedding_norm=False, mlp_norm=True, activation="silu", gated_mlp=True, positional="rope",
     rope_theta=10000.0, rope_scaling=None, attn_qkv_bias=False, attn_out_bias=False, mlp_bias=False,
     lm_head_bias=False, tie_word_embeddings=False, parallel_residual=False, type_vocab_size=0, pooler=False,
     sliding_window=None, bos_token_id=1, eos_token_id=2, pad_token_id=None, max_positions=2048,
 )
 GPT2 = dict(
-    architecture="gpt2", head="causal_lm", norm_kind="layernorm", norm_eps=1e-5, norm_position="pre",
+    architecture="gpt2", head="causal_lm", causal=True, norm_kind="layernorm", norm_eps=1e-5, norm_position="pre",
     norm_bias=True, final_norm=True, embedding_norm=False, mlp_norm=True, activation="gelu_tanh", gated_mlp=False,
     positional="learned", rope_theta=None, rotary_dim=None, rope_scaling=None, attn_qkv_bias=True,
     attn_out_bias=True, mlp_bias=True, lm_head_bias=False, tie_word_embeddings=True, parallel_residual=False,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -13,7 +16,30 @@ from rich.table import Table
 from llmstd.cli.errors import EXIT_FAILURE, handle_errors
 from llmstd.cli.options import Arch
 
-Runtime = Annotated[str, typer.Option(help="auto | transformers | llmstd-torch | transformers-tf | llmstd-tf | onnxruntime.")]
+Runtime = Annotated[str, typer.Option(
+    help="auto | transformers | llmstd-torch | transformers-tf | llmstd-tf | onnxruntime.")]
+
+
+def skip_tensorflow_import(paths: Sequence[Path], runtimes: Sequence[str]) -> None:
+    """Keep transformers from importing TensorFlow when no side needs it.
+
+    transformers 4.x imports TensorFlow (seconds, and C++ log lines on stderr) whenever it is
+    installed, unless USE_TORCH=1 says otherwise. A command-line process knows up front whether a
+    side is a TensorFlow checkpoint, so it can say so; the Python API never touches the environment.
+    """
+    if "transformers" in sys.modules or "USE_TORCH" in os.environ or "USE_TF" in os.environ:
+        return
+    if any(r.endswith("-tf") for r in runtimes):
+        return
+    from llmstd import formats
+    from llmstd.errors import LlmstdError
+
+    try:
+        names = [formats.detect(Path(p)).name for p in paths]
+    except LlmstdError:
+        return  # the command itself will report it
+    if not any(n.startswith("tf") for n in names):
+        os.environ["USE_TORCH"] = "1"
 
 
 def _num(value: float | None, fmt: str = ".2e") -> str:
@@ -28,7 +54,8 @@ def render(report: object, console: Console) -> None:
 
     assert isinstance(report, CheckReport)
     for label, side in (("A", report.a), ("B", report.b)):
-        console.print(f"[bold]{label}[/] {escape(side.path)}  [dim]{side.format}/{side.container}, {side.architecture}[/]"
+        console.print(f"[bold]{label}[/] {escape(side.path)}  "
+                      f"[dim]{side.format}/{side.container}, {side.architecture}[/]"
                       f" — {escape(side.runtime_detail)} on {escape(side.device)}, {side.dtype}, "
                       f"load {side.load_seconds:.2f}s, run {side.run_seconds:.2f}s")
         for note in side.notes:
@@ -88,7 +115,7 @@ def check(
         "--hidden-nmse", help="Hidden-state NMSE above which a layer counts as diverging.")] = None,
     no_layers: Annotated[bool, typer.Option("--no-layers", help="Skip the per-layer comparison.")] = False,
     json_path: Annotated[Optional[Path], typer.Option(
-        "--json", help="Also write the report as JSON to this file ('-' for stdout, tables then go to stderr).")] = None,
+        "--json", help="Also write the report as JSON to this file ('-': stdout, tables go to stderr).")] = None,
 ) -> None:
     """Run A and B in their own runtimes on the same tokens and compare outputs and hidden states.
 
@@ -96,6 +123,7 @@ def check(
     """
     from llmstd.check import check as run_check
 
+    skip_tensorflow_import([a, b], [runtime_a, runtime_b])
     overrides = {k: v for k, v in {"logits_max_abs": atol, "min_top1": min_top1, "max_kl": max_kl,
                                    "max_nmse": max_nmse, "hidden_nmse": hidden_nmse}.items() if v is not None}
     report = run_check(a, b, arch=arch, input_ids=input_ids, text=text, batch=batch, seq_len=seq_len, device=device,

@@ -28,8 +28,11 @@ def validate(
     json_out: Json = False,
 ) -> None:
     """Check tensors, shapes, tying, dtypes, values, shard index and metadata; report every finding."""
+    from llmstd.cli.check import skip_tensorflow_import
     from llmstd.validate import validate as run_validate
 
+    if against is not None:
+        skip_tensorflow_import([against, path], [])
     report = run_validate(path, arch=arch, against=against, manifest=manifest,
                           write_manifest_to=True if write_manifest else None, check_options={"device": device})
     if json_out:

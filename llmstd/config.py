@@ -25,6 +25,7 @@ JsonValue = Any
 class CanonicalConfig:
     architecture: str
     head: str  # causal_lm | masked_lm | base
+    causal: bool  # each position attends only to itself and earlier ones (decoders); else bidirectional
     vocab_size: int
     hidden_size: int
     num_layers: int
@@ -167,5 +168,7 @@ def validate_config(c: CanonicalConfig) -> None:
         raise ConfigError("rope_theta, rotary_dim and rope_scaling apply only to positional='rope'")
     if c.norm_kind == "rmsnorm" and c.norm_bias:
         raise ConfigError("RMSNorm has no bias; norm_bias must be false with norm_kind='rmsnorm'")
+    if c.head == "masked_lm" and c.causal:
+        raise ConfigError("a masked-LM head needs bidirectional attention; causal must be false")
     if c.head == "base" and c.tie_word_embeddings and c.lm_head_bias:
         raise ConfigError("a base model has no LM head, so lm_head_bias must be false")

@@ -8,7 +8,8 @@ warnings (worth a look; exit 0).
 
 Checks, by finding code:
 
-- files: ``bad_header`` (strict safetensors header or torch-pickle structure; one per file),
+- files: ``unreadable`` (not a checkpoint llmstd recognises, or a format read strictly failed),
+  ``bad_header`` (strict safetensors header or torch-pickle structure; one per file),
   ``hf_metadata`` (safetensors metadata without ``format = pt``, which transformers refuses),
   ``bad_index``, ``missing_shard``, ``index_names_absent_tensor`` (index places a tensor in a shard
   that lacks it), ``index_wrong_shard``, ``unindexed_tensor`` (a shard holds a tensor the index does
@@ -29,7 +30,8 @@ Checks, by finding code:
 - ``check_failed`` when ``against=`` is given and ``llmstd check`` fails.
 - manifest: ``manifest_error``, ``manifest_tensor_mismatch`` (names each tensor whose sha256 differs),
   ``manifest_missing_tensor``, ``manifest_unexpected_tensor``, ``manifest_config_mismatch``,
-  ``manifest_file_mismatch``.
+  ``manifest_file_mismatch``; ``manifest_format`` (warning: written for another format, so only the
+  tensors are compared).
 
 The manifest (``llmstd-manifest.json``) records a sha256 per *canonical* tensor (canonical name and
 layout), so the same model published as an HF directory or as a canonical checkpoint has the same
@@ -148,7 +150,6 @@ class _Opened:
     files: list[Path] = field(default_factory=list)
     provenance: dict[str, Any] | None = None
     declared_dtype: str | None = None  # the dtype the framework config declares, if any
-    readable: bool = True  # False when a structural problem stopped the read
 
 
 # ------------------------------------------------------------------------------------------------
@@ -217,7 +218,8 @@ def _open_index(index: Path, open_shard: Callable[[Path], dict[str, LazyTensor] 
     for shard, items in contents.items():
         for name, tensor in items.items():
             if name in stored_in:
-                found.error("duplicate_tensor", f"stored in both {stored_in[name]} and {shard}", tensor=name, file=index)
+                found.error("duplicate_tensor", f"stored in both {stored_in[name]} and {shard}", tensor=name,
+                            file=index)
                 continue
             stored_in[name], tensors[name] = shard, tensor
     for name, shard in shard_of.items():
@@ -246,7 +248,8 @@ def _open_index(index: Path, open_shard: Callable[[Path], dict[str, LazyTensor] 
     pattern = re.compile(re.escape(base) + r"-\d{5}-of-\d{5}" + re.escape(suffix) + r"\Z")
     for stray in sorted(index.parent.iterdir()):
         if pattern.match(stray.name) and stray.name not in set(shard_of.values()):
-            found.warning("stray_shard", f"looks like a shard of {index.name} but the index does not use it", file=stray)
+            found.warning("stray_shard", f"looks like a shard of {index.name} but the index does not use it",
+                          file=stray)
     return tensors, [index.parent / s for s in contents] + [index]
 
 
@@ -263,7 +266,6 @@ def _open_hf(path: Path, arch: str | None, found: _Findings) -> _Opened:
         raw = read_json_object(config_path)
     except LlmstdError as exc:
         found.from_exception("config_error", exc)
-        opened.readable = False
         return opened
     declared = raw.get("torch_dtype", raw.get("dtype"))
     opened.declared_dtype = declared if isinstance(declared, str) else None
@@ -283,10 +285,9 @@ def _open_hf(path: Path, arch: str | None, found: _Findings) -> _Opened:
         tensors, files = _open_index(path / hf_format.BIN_INDEX, lambda p: _open_pickle(p, found), found)
     opened.files = [config_path, *files]
     if tensors is None:
-        opened.readable = False
         return opened
     try:
-        nmap = hf_format.map_for_config(raw, arch, config_path)
+        nmap = hf_format.map_for_config(raw, arch, config_path, list(tensors))
         head = hf_format.detect_head(nmap, hf_format.DIALECT, raw, list(tensors))
         matcher = DialectMatcher(nmap, hf_format.DIALECT, head.prefix)
         present = matcher.canonical_names_present(list(tensors))
@@ -346,8 +347,8 @@ def _map_hf(matcher: DialectMatcher, tensors: dict[str, LazyTensor], opened: _Op
         if wrong:
             continue
         for k, (cname, shape) in enumerate(zip(names, shapes)):
-            opened.canonical[cname] = (DerivedTensor([tensor], lambda xs, st=steps, k=k: transforms.apply_forward(st, xs)[k],
-                                                     shape, tensor.dtype, f"{name} -> {cname}") if steps else tensor)
+            opened.canonical[cname] = (DerivedTensor([tensor], _part(steps, k), shape, tensor.dtype,
+                                                     f"{name} -> {cname}") if steps else tensor)
             opened.source_of[cname] = name
     _missing(expected, seen, tied, found)
     for name, target in duplicates:
@@ -360,7 +361,13 @@ def _map_hf(matcher: DialectMatcher, tensors: dict[str, LazyTensor], opened: _Op
                         tensor=name)
 
 
-def _missing(expected: Mapping[str, tuple[int, ...]], seen: set[str], tied: Mapping[str, str], found: _Findings) -> None:
+def _part(steps: list[transforms.ResolvedStep], index: int) -> Callable[[list[np.ndarray]], np.ndarray]:
+    """Canonical tensor ``index`` of a dialect tensor's forward transform chain."""
+    return lambda arrays: transforms.apply_forward(steps, arrays)[index]
+
+
+def _missing(expected: Mapping[str, tuple[int, ...]], seen: set[str], tied: Mapping[str, str],
+             found: _Findings) -> None:
     for name in expected:
         if name in seen:
             continue
@@ -405,7 +412,6 @@ def _open_canonical(path: Path, arch: str | None, found: _Findings) -> _Opened:
         opened.container = "safetensors-sharded"
         tensors, opened.files = _open_index(path / canonical_format.INDEX, open_shard, found)
     if tensors is None or not metas:
-        opened.readable = False
         return opened
     first, meta = metas[0]
     for other, other_meta in metas[1:]:
@@ -419,7 +425,7 @@ def _open_canonical(path: Path, arch: str | None, found: _Findings) -> _Opened:
     except LlmstdError as exc:
         found.from_exception("metadata", exc)
     try:
-        opened.config = CanonicalConfig.from_dict(_meta_json(meta, canonical_format.KEY_CONFIG, first),
+        opened.config = CanonicalConfig.from_dict(canonical_format.json_field(meta, canonical_format.KEY_CONFIG, first),
                                                   source=str(first))
     except LlmstdError as exc:
         found.from_exception("config_error", exc)
@@ -434,7 +440,7 @@ def _open_canonical(path: Path, arch: str | None, found: _Findings) -> _Opened:
     expected = vocab.expected_tensors(config)
     tied = vocab.tied_tensors(config)
     try:
-        declared_tied = _meta_json(meta, canonical_format.KEY_TIED, first)
+        declared_tied = canonical_format.json_field(meta, canonical_format.KEY_TIED, first)
     except LlmstdError as exc:
         found.from_exception("metadata", exc)
         declared_tied = tied
@@ -459,21 +465,12 @@ def _open_canonical(path: Path, arch: str | None, found: _Findings) -> _Opened:
     return opened
 
 
-def _meta_json(meta: Mapping[str, str], key: str, source: Path) -> Any:
-    if key not in meta:
-        raise LlmstdError(f"metadata lacks '{key}'", file=source)
-    try:
-        return json.loads(meta[key])
-    except json.JSONDecodeError as exc:
-        raise LlmstdError(f"metadata '{key}' is not valid JSON ({exc.msg})", file=source) from None
-
-
 def _record(meta: Mapping[str, str], first: Path, opened: _Opened, found: _Findings) -> None:
     """Provenance and transforms: recorded, well-formed, so nothing is ever applied twice."""
     from llmstd.formats import canonical as canonical_format
 
     try:
-        provenance = _meta_json(meta, canonical_format.KEY_PROVENANCE, first)
+        provenance = canonical_format.json_field(meta, canonical_format.KEY_PROVENANCE, first)
         if not isinstance(provenance, dict) or not isinstance(provenance.get("source"), dict):
             raise LlmstdError("provenance must be an object with a 'source' record", file=first)
         opened.provenance = provenance
@@ -485,7 +482,7 @@ def _record(meta: Mapping[str, str], first: Path, opened: _Opened, found: _Findi
     except LlmstdError as exc:
         found.from_exception("provenance", exc)
     try:
-        applied = _meta_json(meta, canonical_format.KEY_TRANSFORMS, first)
+        applied = canonical_format.json_field(meta, canonical_format.KEY_TRANSFORMS, first)
         if not isinstance(applied, list):
             raise LlmstdError("transforms must be a list", file=first)
         for item in applied:
@@ -508,7 +505,7 @@ def _open_other(path: Path, arch: str | None, found: _Findings) -> _Opened:
         ckpt = load(path, arch=arch)
     except LlmstdError as exc:
         found.from_exception("unreadable", exc)
-        return _Opened(readable=False)
+        return _Opened()
     return _Opened(format=ckpt.format, container=ckpt.container, config=ckpt.config, canonical=dict(ckpt.tensors),
                    source_of={n: n for n in ckpt.tensors}, files=list(ckpt.files), provenance=ckpt.provenance,
                    declared_dtype=ckpt.config.dtype)
@@ -519,7 +516,7 @@ def _open(path: Path, arch: str | None, found: _Findings) -> _Opened:
         fmt = formats.detect(path)
     except LlmstdError as exc:
         found.from_exception("unreadable", exc)
-        return _Opened(readable=False)
+        return _Opened()
     if fmt.name == "hf":
         return _open_hf(path, arch, found)
     if fmt.name == "canonical":
@@ -529,6 +526,17 @@ def _open(path: Path, arch: str | None, found: _Findings) -> _Opened:
 
 # ------------------------------------------------------------------------------------------------
 # tensor-level checks
+
+
+def _check_tying(opened: _Opened, found: _Findings) -> None:
+    """An untied head identical to the embeddings is stored twice for nothing (a lint, not an error)."""
+    if opened.config is None or vocab.tied_tensors(opened.config):
+        return
+    for tied, target in vocab.TIED.items():
+        a, b = opened.canonical.get(tied), opened.canonical.get(target)
+        if a is not None and b is not None and _same_values(a, b):
+            found.warning("tie_redundant", f"equals '{target}' bit for bit, but the config says untied; set "
+                          "tie_word_embeddings = true to store it once", tensor=tied)
 
 
 def _check_dtypes(opened: _Opened, found: _Findings) -> None:
@@ -726,6 +734,7 @@ def validate(
     found = _Findings()
     opened = _open(path, arch, found)
     if opened.canonical:
+        _check_tying(opened, found)
         _check_dtypes(opened, found)
         _check_values(opened, found)
     check_report = None

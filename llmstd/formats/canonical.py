@@ -68,7 +68,7 @@ def check_spec_version(version: str, source: Path) -> None:
         )
 
 
-def _json_field(meta: dict[str, str], key: str, source: Path) -> Any:
+def json_field(meta: dict[str, str], key: str, source: Path) -> Any:
     if key not in meta:
         raise FormatError(f"canonical metadata lacks '{key}'", file=source)
     try:
@@ -105,16 +105,16 @@ def read(path: Path, arch: str | None = None) -> Checkpoint:
         if other.get(KEY_CONFIG) != meta.get(KEY_CONFIG) or other.get(KEY_SPEC) != meta.get(KEY_SPEC):
             raise FormatError("shards disagree on the canonical config or spec version", file=other_path)
     check_spec_version(meta.get(KEY_SPEC, ""), first_path)
-    config = CanonicalConfig.from_dict(_json_field(meta, KEY_CONFIG, first_path), source=str(first_path))
+    config = CanonicalConfig.from_dict(json_field(meta, KEY_CONFIG, first_path), source=str(first_path))
     if arch and arch != config.architecture:
         raise MappingError(f"checkpoint is '{config.architecture}', not '{arch}'", file=first_path)
     _check_tensor_set(tensors, config, first_path)
     expected = vocab.expected_tensors(config)
-    report = MappingReport(transforms=_json_field(meta, KEY_TRANSFORMS, first_path))
+    report = MappingReport(transforms=json_field(meta, KEY_TRANSFORMS, first_path))
     return Checkpoint(path=path, format="canonical", container=container, dialect="canonical", config=config,
                       tensors={n: tensors[n] for n in expected}, files=files, source_names=tensors, report=report,
                       sidecars=common.sidecars_in(directory),
-                      provenance=_json_field(meta, KEY_PROVENANCE, first_path))
+                      provenance=json_field(meta, KEY_PROVENANCE, first_path))
 
 
 def _check_tensor_set(tensors: dict[str, LazyTensor], config: CanonicalConfig, source: Path) -> None:
@@ -153,9 +153,11 @@ def provenance_for(ckpt: Checkpoint, hashes: dict[Path, str] | None) -> dict[str
     return record
 
 
-def _metadata(ckpt: Checkpoint, hashes: dict[Path, str] | None) -> dict[str, str]:
+def metadata(ckpt: Checkpoint, hashes: dict[Path, str] | None, format_value: str = FORMAT_VALUE) -> dict[str, str]:
+    """The canonical metadata (spec, architecture, config, provenance, transforms, ties) as strings;
+    other formats that store canonical tensors (llmstd's ONNX) write it with their own format value."""
     return {
-        KEY_FORMAT: FORMAT_VALUE,
+        KEY_FORMAT: format_value,
         KEY_SPEC: vocab.SPEC_VERSION,
         KEY_ARCH: ckpt.architecture,
         KEY_CONFIG: ckpt.config.to_json(),
@@ -170,10 +172,10 @@ def write(ckpt: Checkpoint, staging: Path, options: WriteOptions) -> list[Path]:
     # written with same-length placeholders and patched in place at the end.
     with ThreadPoolExecutor(max_workers=1) as pool:
         hashing = pool.submit(lambda: {p: common.sha256_file(p) for p in ckpt.files})
-        files = common.write_safetensors_set(staging, STEM, list(ckpt.tensors.items()), _metadata(ckpt, None),
+        files = common.write_safetensors_set(staging, STEM, list(ckpt.tensors.items()), metadata(ckpt, None),
                                              shard_size=options.shard_size, progress=options.progress,
                                              metadata_reserve=256)
-        final = _metadata(ckpt, hashing.result())
+        final = metadata(ckpt, hashing.result())
     for f in files:
         if f.suffix == ".safetensors":
             safetensors_io.rewrite_metadata(f, final)

@@ -19,28 +19,25 @@ by default just under protobuf's 2 GiB limit.
 
 from __future__ import annotations
 
-import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 from llmstd import maps, vocab
 from llmstd.checkpoint import Checkpoint
 from llmstd.config import CanonicalConfig
 from llmstd.converters import onnx_io
-from llmstd.errors import DetectionError, FormatError, MapError, MappingError
+from llmstd.errors import DetectionError, MapError, MappingError
 from llmstd.formats import Format, WriteOptions, common, register
 from llmstd.formats.canonical import (
-    KEY_ARCH,
     KEY_CONFIG,
     KEY_FORMAT,
     KEY_PROVENANCE,
     KEY_SPEC,
-    KEY_TIED,
     KEY_TRANSFORMS,
     check_spec_version,
-    provenance_for,
+    json_field,
 )
+from llmstd.formats.canonical import metadata as canonical_metadata
 from llmstd.jsonfile import dumps
 from llmstd.mapping import MappingReport
 from llmstd.tensors import LazyTensor
@@ -88,22 +85,13 @@ def read(path: Path, arch: str | None = None) -> Checkpoint:
     return onnx_recover.recover(path, onnx_file, arch=arch)
 
 
-def _json(meta: dict[str, str], key: str, source: Path) -> Any:
-    if key not in meta:
-        raise FormatError(f"llmstd ONNX metadata lacks '{key}'", file=source)
-    try:
-        return json.loads(meta[key])
-    except json.JSONDecodeError as exc:
-        raise FormatError(f"metadata '{key}' is not valid JSON ({exc.msg})", file=source) from None
-
-
 def _read_own(path: Path, f: onnx_io.OnnxFile, arch: str | None) -> Checkpoint:
     """An ONNX model llmstd wrote: config from the metadata, tensors by canonical initializer name."""
     from llmstd.onnx_graph.build import OWN_PREFIX
 
     meta, source = f.metadata, f.path
     check_spec_version(meta.get(KEY_SPEC, ""), source)
-    config = CanonicalConfig.from_dict(_json(meta, KEY_CONFIG, source), source=str(source))
+    config = CanonicalConfig.from_dict(json_field(meta, KEY_CONFIG, source), source=str(source))
     if arch and arch != config.architecture:
         raise MappingError(f"checkpoint is '{config.architecture}', not '{arch}'", file=source)
     expected = vocab.expected_tensors(config)
@@ -121,24 +109,12 @@ def _read_own(path: Path, f: onnx_io.OnnxFile, arch: str | None) -> Checkpoint:
             raise MappingError(f"shape {list(initializers[name].shape)} differs from {list(shape)} implied by the "
                                "config", tensor=name, file=source)
     tensors: dict[str, LazyTensor] = {n: initializers[n] for n in expected}
-    report = MappingReport(transforms=_json(meta, KEY_TRANSFORMS, source)) if KEY_TRANSFORMS in meta else MappingReport()
+    report = MappingReport(transforms=json_field(meta, KEY_TRANSFORMS, source)) if KEY_TRANSFORMS in meta else MappingReport()
     directory = path if path.is_dir() else path.parent
     return Checkpoint(path=path, format="onnx", container=f.container, dialect="canonical", config=config,
                       tensors=tensors, files=[f.path, *f.data_files], source_names=dict(f.tensors), report=report,
                       sidecars=common.sidecars_in(directory),
-                      provenance=_json(meta, KEY_PROVENANCE, source) if KEY_PROVENANCE in meta else {})
-
-
-def _metadata(ckpt: Checkpoint, hashes: dict[Path, str] | None) -> dict[str, str]:
-    return {
-        KEY_FORMAT: FORMAT_VALUE,
-        KEY_SPEC: vocab.SPEC_VERSION,
-        KEY_ARCH: ckpt.architecture,
-        KEY_CONFIG: ckpt.config.to_json(),
-        KEY_PROVENANCE: json.dumps(provenance_for(ckpt, hashes), sort_keys=True),
-        KEY_TRANSFORMS: json.dumps(ckpt.report.transforms, sort_keys=True),
-        KEY_TIED: json.dumps(vocab.tied_tensors(ckpt.config), sort_keys=True),
-    }
+                      provenance=json_field(meta, KEY_PROVENANCE, source) if KEY_PROVENANCE in meta else {})
 
 
 def _framework_config(ckpt: Checkpoint) -> dict[str, object] | None:
@@ -168,7 +144,7 @@ def write_onnx(ckpt: Checkpoint, staging: Path, *, external_data_threshold: int 
     with ThreadPoolExecutor(max_workers=1) as pool:
         hashing = pool.submit(lambda: {p: common.sha256_file(p) for p in ckpt.files})
         files = onnx_io.write(staging / MODEL, built.model, list(ckpt.tensors.items()), external=external,
-                              metadata=lambda: _metadata(ckpt, hashing.result()), progress=progress)
+                              metadata=lambda: canonical_metadata(ckpt, hashing.result(), FORMAT_VALUE), progress=progress)
     body = _framework_config(ckpt)
     if body is not None:
         (staging / CONFIG).write_text(dumps(body), encoding="utf-8")

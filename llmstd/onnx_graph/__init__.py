@@ -12,6 +12,11 @@ Built with ``onnx.helper`` only (no torch); ``onnx`` is imported when a graph is
 
 from __future__ import annotations
 
-from llmstd.onnx_graph.build import OPSET, BuiltGraph, build_graph, inv_freq, is_bidirectional
+from llmstd.onnx_graph.build import (
+    OPSET,
+    BuiltGraph,
+    build_graph,
+    inv_freq,
+)
 
-__all__ = ["OPSET", "BuiltGraph", "build_graph", "inv_freq", "is_bidirectional"]
+__all__ = ["OPSET", "BuiltGraph", "build_graph", "inv_freq"]

@@ -34,16 +34,13 @@ from llmstd.config import CanonicalConfig
 from llmstd.converters.onnx_io import onnx_code, onnx_module
 from llmstd.dtypes import DType
 from llmstd.errors import ConfigError
+from llmstd.rope import static_inv_freq
 
 OPSET = 17  # LayerNormalization is a standard op from 17 on
 IR_VERSION = 8  # the IR version that introduced opset 17; readable by every runtime supporting it
 #: Prefix of every name the graph itself introduces (constants, intermediate values). Canonical
 #: tensor names never contain '/', so the graph's own initializers can never be mistaken for weights.
 OWN_PREFIX = "llmstd/"
-
-#: Architectures whose attention is bidirectional (encoders). The canonical config has no field for
-#: this yet, so it is declared here, in one place; every other architecture is a causal decoder.
-BIDIRECTIONAL = frozenset({"bert"})
 
 #: Framework-config keys (kept verbatim in ``CanonicalConfig.extras``) that change the model's math
 #: in ways this graph does not implement: key -> (the value the graph implements, what the other
@@ -56,14 +53,42 @@ EXTRAS_IMPLEMENTED: dict[str, tuple[Any, str]] = {
     "final_logit_softcapping": (None, "soft-capped output logits"),
 }
 
-ROPE_TYPES = ("default", "linear", "llama3")
 
 _FLOAT_MIN = float(np.finfo(np.float32).min)
 _F32 = dtypes.dtype("float32")
 
 
-def is_bidirectional(config: CanonicalConfig) -> bool:
-    return config.architecture in BIDIRECTIONAL or config.head == "masked_lm"
+# Canonical tensor names the graph reads, each checked against the vocabulary at import, so a rename
+# there fails here at once instead of silently leaving a tensor out of the graph.
+def _canonical(pattern: str) -> str:
+    if pattern not in vocab.BY_PATTERN:
+        raise AssertionError(f"'{pattern}' is not a canonical tensor name (llmstd/vocab.py)")
+    return pattern
+
+
+Pair = tuple[str, str]  # (weight, bias) patterns of one linear layer or norm
+EMBED_TOKENS = _canonical("embed.tokens.weight")
+EMBED_POSITIONS = _canonical("embed.positions.weight")
+EMBED_TOKEN_TYPES = _canonical("embed.token_types.weight")
+EMBED_NORM: Pair = (_canonical("embed.norm.weight"), _canonical("embed.norm.bias"))
+ATTN_NORM: Pair = (_canonical("layers.{i}.attn_norm.weight"), _canonical("layers.{i}.attn_norm.bias"))
+MLP_NORM: Pair = (_canonical("layers.{i}.mlp_norm.weight"), _canonical("layers.{i}.mlp_norm.bias"))
+Q: Pair = (_canonical("layers.{i}.attn.q.weight"), _canonical("layers.{i}.attn.q.bias"))
+K: Pair = (_canonical("layers.{i}.attn.k.weight"), _canonical("layers.{i}.attn.k.bias"))
+V: Pair = (_canonical("layers.{i}.attn.v.weight"), _canonical("layers.{i}.attn.v.bias"))
+O: Pair = (_canonical("layers.{i}.attn.o.weight"), _canonical("layers.{i}.attn.o.bias"))
+GATE: Pair = (_canonical("layers.{i}.mlp.gate.weight"), _canonical("layers.{i}.mlp.gate.bias"))
+UP: Pair = (_canonical("layers.{i}.mlp.up.weight"), _canonical("layers.{i}.mlp.up.bias"))
+DOWN: Pair = (_canonical("layers.{i}.mlp.down.weight"), _canonical("layers.{i}.mlp.down.bias"))
+FINAL_NORM: Pair = (_canonical("final_norm.weight"), _canonical("final_norm.bias"))
+POOLER: Pair = (_canonical("pooler.weight"), _canonical("pooler.bias"))
+MLM_TRANSFORM: Pair = (_canonical("mlm.transform.weight"), _canonical("mlm.transform.bias"))
+MLM_NORM: Pair = (_canonical("mlm.norm.weight"), _canonical("mlm.norm.bias"))
+LM_HEAD: Pair = (_canonical("lm_head.weight"), _canonical("lm_head.bias"))
+
+
+def _at(pattern: str, layer: int | None) -> str:
+    return vocab.BY_PATTERN[pattern].name(layer)
 
 
 @dataclass
@@ -76,42 +101,9 @@ class BuiltGraph:
     outputs: list[str]
 
 
-def _rope_type(config: CanonicalConfig) -> str:
-    scaling = config.rope_scaling
-    if not scaling:
-        return "default"
-    kind = scaling.get("rope_type", scaling.get("type", "default"))
-    if kind not in ROPE_TYPES:
-        raise ConfigError(
-            f"rope_scaling type {kind!r} is not supported by the ONNX writer",
-            hint=f"supported: {', '.join(ROPE_TYPES)}; '{kind}' scaling depends on the sequence length at run "
-                 "time and would need a different graph",
-        )
-    return str(kind)
-
-
 def inv_freq(config: CanonicalConfig) -> np.ndarray:
     """Rotary inverse frequencies in float32, computed as transformers computes them."""
-    assert config.rope_theta is not None and config.rotary_dim is not None
-    dim = config.rotary_dim
-    exponent = np.arange(0, dim, 2, dtype=np.int64).astype(np.float32) / np.float32(dim)
-    freqs = (np.float32(1.0) / (np.float32(config.rope_theta) ** exponent)).astype(np.float32)
-    kind = _rope_type(config)
-    scaling = config.rope_scaling or {}
-    if kind == "linear":
-        freqs = (freqs / np.float32(scaling["factor"])).astype(np.float32)
-    elif kind == "llama3":
-        factor = float(scaling["factor"])
-        low, high = float(scaling["low_freq_factor"]), float(scaling["high_freq_factor"])
-        old_len = float(scaling["original_max_position_embeddings"])
-        low_wavelen, high_wavelen = old_len / low, old_len / high
-        wavelen = (2 * math.pi / freqs).astype(np.float32)
-        scaled = np.where(wavelen > low_wavelen, freqs / np.float32(factor), freqs).astype(np.float32)
-        smooth = ((old_len / wavelen - low) / (high - low)).astype(np.float32)
-        smoothed = ((1 - smooth) * scaled / np.float32(factor) + smooth * scaled).astype(np.float32)
-        medium = ~(wavelen < high_wavelen) & ~(wavelen > low_wavelen)
-        freqs = np.where(medium, smoothed, scaled).astype(np.float32)
-    return freqs
+    return static_inv_freq(config, who="the ONNX writer")
 
 
 def check_supported(config: CanonicalConfig) -> None:
@@ -123,7 +115,7 @@ def check_supported(config: CanonicalConfig) -> None:
                 hint=f"only {key} = {implemented!r} can be written as ONNX",
             )
     if config.positional == "rope":
-        _rope_type(config)
+        inv_freq(config)  # refuses scalings the static graph cannot express
     if config.norm_position == "post" and config.parallel_residual:
         raise ConfigError("parallel residual with post-norm is not a known architecture; refusing to guess its math")
     if config.sliding_window is not None and config.sliding_window <= 0:
@@ -190,27 +182,28 @@ class _Builder:
     def __init__(self, config: CanonicalConfig, weight_dtypes: Mapping[str, DType]) -> None:
         self.c = config
         self.g = _Graph(weight_dtypes)
-        self.bidirectional = is_bidirectional(config)
+        self.bidirectional = not config.causal
 
     # -- building blocks ------------------------------------------------------------------------
 
-    def linear(self, x: str, prefix: str) -> str:
-        """``x @ W.T + b`` for canonical ``<prefix>.weight`` ``[out, in]`` (and ``<prefix>.bias``)."""
+    def linear(self, x: str, pair: Pair, layer: int | None = None) -> str:
+        """``x @ W.T + b`` for a canonical ``[out, in]`` weight W (and bias b when stored)."""
         g = self.g
-        bias = g.optional_weight(f"{prefix}.bias")
-        inputs = [x, g.weight(f"{prefix}.weight")] + ([bias] if bias else [])
+        bias = g.optional_weight(_at(pair[1], layer))
+        inputs = [x, g.weight(_at(pair[0], layer))] + ([bias] if bias else [])
         return g.op("Gemm", *inputs, transB=1)
 
-    def norm(self, x: str, prefix: str) -> str:
+    def norm(self, x: str, pair: Pair, layer: int | None = None) -> str:
         g, c = self.g, self.c
+        weight = g.weight(_at(pair[0], layer))
         if c.norm_kind == "layernorm":
-            bias = g.optional_weight(f"{prefix}.bias")
-            inputs = [x, g.weight(f"{prefix}.weight")] + ([bias] if bias else [])
+            bias = g.optional_weight(_at(pair[1], layer))
+            inputs = [x, weight] + ([bias] if bias else [])
             return g.op("LayerNormalization", *inputs, axis=-1, epsilon=float(c.norm_eps))
         # RMSNorm: x / sqrt(mean(x^2) + eps) * w, in float32 as transformers computes it.
         mean = g.op("ReduceMean", g.op("Mul", x, x), axes=[-1], keepdims=1)
         inv = g.op("Reciprocal", g.op("Sqrt", g.op("Add", mean, g.f32(c.norm_eps))))
-        return g.op("Mul", g.weight(f"{prefix}.weight"), g.op("Mul", x, inv))
+        return g.op("Mul", weight, g.op("Mul", x, inv))
 
     def act(self, x: str) -> str:
         g, kind = self.g, self.c.activation
@@ -305,10 +298,9 @@ class _Builder:
 
     def attention(self, x: str, layer: int, bias: str, rope: tuple[str, str] | None) -> str:
         g, c = self.g, self.c
-        p = f"layers.{layer}.attn"
-        q = self.heads(self.linear(x, f"{p}.q"), c.num_heads)
-        k = self.heads(self.linear(x, f"{p}.k"), c.num_kv_heads)
-        v = self.heads(self.linear(x, f"{p}.v"), c.num_kv_heads)
+        q = self.heads(self.linear(x, Q, layer), c.num_heads)
+        k = self.heads(self.linear(x, K, layer), c.num_kv_heads)
+        v = self.heads(self.linear(x, V, layer), c.num_kv_heads)
         if rope is not None:
             q, k = self.rotate(q, *rope), self.rotate(k, *rope)
         if c.num_kv_heads != c.num_heads:
@@ -323,51 +315,49 @@ class _Builder:
         scores = g.op("Add", g.op("Mul", scores, g.f32(c.head_dim ** -0.5)), bias)
         context = g.op("MatMul", g.op("Softmax", scores, axis=-1), v)  # [B, H, S, D]
         context = g.op("Reshape", g.op("Transpose", context, perm=[0, 2, 1, 3]), g.const([-1, c.num_heads * c.head_dim]))
-        return self.linear(context, f"{p}.o")
+        return self.linear(context, O, layer)
 
     def mlp(self, x: str, layer: int) -> str:
         g, c = self.g, self.c
-        p = f"layers.{layer}.mlp"
-        up = self.linear(x, f"{p}.up")
-        hidden = g.op("Mul", self.act(self.linear(x, f"{p}.gate")), up) if c.gated_mlp else self.act(up)
-        return self.linear(hidden, f"{p}.down")
+        up = self.linear(x, UP, layer)
+        hidden = g.op("Mul", self.act(self.linear(x, GATE, layer)), up) if c.gated_mlp else self.act(up)
+        return self.linear(hidden, DOWN, layer)
 
     def layer(self, x: str, layer: int, bias: str, rope: tuple[str, str] | None) -> str:
         g, c = self.g, self.c
         g.scope = f"layers.{layer}/"
-        p = f"layers.{layer}"
         if c.norm_position == "post":
-            x = self.norm(g.op("Add", x, self.attention(x, layer, bias, rope)), f"{p}.attn_norm")
+            x = self.norm(g.op("Add", x, self.attention(x, layer, bias, rope)), ATTN_NORM, layer)
             if c.mlp_norm:
-                return self.norm(g.op("Add", x, self.mlp(x, layer)), f"{p}.mlp_norm")
+                return self.norm(g.op("Add", x, self.mlp(x, layer)), MLP_NORM, layer)
             return g.op("Add", x, self.mlp(x, layer))
-        h = self.norm(x, f"{p}.attn_norm")
+        h = self.norm(x, ATTN_NORM, layer)
         attn = self.attention(h, layer, bias, rope)
         if c.parallel_residual:
-            h2 = self.norm(x, f"{p}.mlp_norm") if c.mlp_norm else h
+            h2 = self.norm(x, MLP_NORM, layer) if c.mlp_norm else h
             return g.op("Add", g.op("Add", x, attn), self.mlp(h2, layer))
         x = g.op("Add", x, attn)
-        h2 = self.norm(x, f"{p}.mlp_norm") if c.mlp_norm else x
+        h2 = self.norm(x, MLP_NORM, layer) if c.mlp_norm else x
         return g.op("Add", x, self.mlp(h2, layer))
 
     def embeddings(self, positions: str) -> str:
         g, c = self.g, self.c
         g.scope = "embed/"
-        x = g.op("Gather", g.weight("embed.tokens.weight"), self.input_ids)  # [B, S, H]
+        x = g.op("Gather", g.weight(EMBED_TOKENS), self.input_ids)  # [B, S, H]
         if c.positional == "learned":
-            x = g.op("Add", x, g.op("Gather", g.weight("embed.positions.weight"), positions))
+            x = g.op("Add", x, g.op("Gather", g.weight(EMBED_POSITIONS), positions))
         if self.has_token_types:
-            x = g.op("Add", x, g.op("Gather", g.weight("embed.token_types.weight"), "token_type_ids"))
+            x = g.op("Add", x, g.op("Gather", g.weight(EMBED_TOKEN_TYPES), "token_type_ids"))
         x = g.op("Reshape", x, g.const([-1, c.hidden_size]))  # [B*S, H]
         if c.embedding_norm:
-            x = self.norm(x, "embed.norm")
+            x = self.norm(x, EMBED_NORM)
         return x
 
     def lm_head(self, x: str) -> str:
         """Logits [B*S, V]; a tied head reads the embedding matrix itself."""
         g = self.g
-        weight = "embed.tokens.weight" if "lm_head.weight" in vocab.tied_tensors(self.c) else "lm_head.weight"
-        bias = g.optional_weight("lm_head.bias")
+        weight = vocab.tied_tensors(self.c).get(LM_HEAD[0], LM_HEAD[0])
+        bias = g.optional_weight(LM_HEAD[1])
         return g.op("Gemm", x, g.weight(weight), *([bias] if bias else []), transB=1)
 
     def build(self) -> tuple[list[tuple[str, str]], list[tuple[str, list[Any]]]]:
@@ -382,7 +372,7 @@ class _Builder:
             x = self.layer(x, layer, bias, rope)
         g.scope = "head/"
         if c.final_norm:
-            x = self.norm(x, "final_norm")
+            x = self.norm(x, FINAL_NORM)
         hidden = g.op("Reshape", x, self.shape("B", "S", c.hidden_size))
         outputs: list[tuple[str, str, list[Any]]] = []
         if c.head == "causal_lm" and not self.bidirectional:
@@ -392,10 +382,10 @@ class _Builder:
             outputs.append(("last_hidden_state", hidden, ["batch", "sequence", c.hidden_size]))
             if c.pooler:
                 first = g.op("Gather", hidden, g.const(0), axis=1)  # [B, H]: the first token
-                pooled = g.op("Tanh", self.linear(first, "pooler"))
+                pooled = g.op("Tanh", self.linear(first, POOLER))
                 outputs.append(("pooler_output", pooled, ["batch", c.hidden_size]))
             if c.head == "masked_lm":
-                t = self.norm(self.act(self.linear(x, "mlm.transform")), "mlm.norm")
+                t = self.norm(self.act(self.linear(x, MLM_TRANSFORM)), MLM_NORM)
                 logits = g.op("Reshape", self.lm_head(t), self.shape("B", "S", c.vocab_size))
                 outputs.append(("logits", logits, ["batch", "sequence", c.vocab_size]))
             elif c.head == "causal_lm":

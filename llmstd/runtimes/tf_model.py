@@ -14,7 +14,8 @@ Computation is float32 whatever the stored dtype (bfloat16 weights are widened o
 ``hidden_states`` follows transformers: entry 0 is the embedding output and entry ``i`` the output of
 layer ``i``; like transformers, the last entry has the final norm applied when the model has one.
 
-What the canonical config does not say, the runtime decides explicitly (see :func:`is_causal`).
+Everything the math depends on comes from the canonical config (``causal`` selects decoder or
+encoder attention).
 TensorFlow is imported when a model is built, never when this module is imported.
 """
 
@@ -30,15 +31,10 @@ import numpy as np
 
 from llmstd import vocab
 from llmstd.config import CanonicalConfig
-from llmstd.errors import ConfigError, MappingError, require
+from llmstd.errors import ConfigError, require
+from llmstd.rope import static_inv_freq
+from llmstd.runtimes import canonical_arrays
 from llmstd.tensors import LazyTensor
-
-#: Architectures whose attention is bidirectional (encoders). The canonical config has no field for
-#: this, and guessing it from the head would make a base GPT-2 bidirectional, so it is declared here.
-ENCODER_ARCHITECTURES = frozenset({"bert"})
-#: rope_scaling types implemented (transformers' names). Others (yarn, dynamic, longrope) change the
-#: frequencies or the attention scale in ways not implemented here, and are refused rather than ignored.
-ROPE_TYPES = ("default", "linear", "llama3")
 
 
 @dataclass
@@ -49,39 +45,6 @@ class TFOutput:
     pooled: np.ndarray | None = None  # [batch, hidden] when the model has a pooler
 
 
-def is_causal(config: CanonicalConfig) -> bool:
-    """Decoder models attend causally; encoders (see ENCODER_ARCHITECTURES) and MLM heads do not."""
-    return config.head != "masked_lm" and config.architecture not in ENCODER_ARCHITECTURES
-
-
-def rope_inv_freq(config: CanonicalConfig) -> np.ndarray:
-    """Inverse frequencies of the rotary embedding, float32, as transformers computes them."""
-    assert config.rotary_dim is not None and config.rope_theta is not None
-    dim = config.rotary_dim
-    inv = (1.0 / (np.float32(config.rope_theta) ** (np.arange(0, dim, 2, dtype=np.int64).astype(np.float32) / dim)))
-    inv = inv.astype(np.float32)
-    scaling = config.rope_scaling or {}
-    kind = scaling.get("rope_type", scaling.get("type", "default"))
-    if kind not in ROPE_TYPES:
-        raise ConfigError(f"rope_scaling type {kind!r} is not implemented by llmstd's TF runtime",
-                          hint=f"implemented: {', '.join(ROPE_TYPES)}")
-    if kind == "linear":
-        # Linear scaling divides the positions by `factor`; equivalently the frequencies.
-        inv = (inv / np.float32(scaling["factor"])).astype(np.float32)
-    elif kind == "llama3":
-        factor = float(scaling["factor"])
-        low, high = float(scaling["low_freq_factor"]), float(scaling["high_freq_factor"])
-        old_context = float(scaling["original_max_position_embeddings"])
-        low_wavelen, high_wavelen = old_context / low, old_context / high
-        wavelen = 2 * math.pi / inv
-        scaled = np.where(wavelen > low_wavelen, inv / factor, inv)
-        smooth = (old_context / wavelen - low) / (high - low)
-        smoothed = (1 - smooth) * scaled / factor + smooth * scaled
-        medium = ~(wavelen < high_wavelen) & ~(wavelen > low_wavelen)
-        inv = np.where(medium, smoothed, scaled).astype(np.float32)
-    return inv
-
-
 class TFModel:
     """A canonical model held as TF constants; call it on token ids."""
 
@@ -89,23 +52,13 @@ class TFModel:
         tf: Any = require("tensorflow", "tf")
         self.tf = tf
         self.config = config
-        expected = vocab.expected_tensors(config)
-        missing = [n for n in expected if n not in tensors]
-        unexpected = sorted(set(tensors) - set(expected))
-        if missing or unexpected:
-            raise MappingError(f"tensors do not match the canonical config (missing {missing}, unexpected {unexpected})",
-                               names=missing + unexpected)
-        self.w: dict[str, Any] = {}
-        for name, shape in expected.items():
-            t = tensors[name]
-            array = t.load() if isinstance(t, LazyTensor) else np.asarray(t)
-            if tuple(array.shape) != shape:
-                raise MappingError(f"shape {list(array.shape)} differs from {list(shape)} implied by the config",
-                                   tensor=name)
-            self.w[name] = tf.constant(np.asarray(array, dtype=np.float32))
+        self.w: dict[str, Any] = {
+            name: tf.constant(np.asarray(array, dtype=np.float32)) for name, array in canonical_arrays(tensors, config)
+        }
         for tied, source in vocab.tied_tensors(config).items():
             self.w[tied] = self.w[source]
-        self.inv_freq = rope_inv_freq(config) if config.positional == "rope" else None
+        self.inv_freq = (static_inv_freq(config, who="llmstd's TF runtime") if config.positional == "rope"
+                         else None)
 
     @classmethod
     def from_checkpoint(cls, ckpt: Any) -> TFModel:
@@ -193,7 +146,7 @@ class TFModel:
         q_pos = tf.range(seq)[:, None]
         k_pos = tf.range(seq)[None, :]
         allowed = tf.ones([seq, seq], tf.bool)
-        if is_causal(c):
+        if c.causal:
             allowed = k_pos <= q_pos
             if c.sliding_window is not None:
                 # transformers: key k is visible from query q when k > q - window

@@ -40,6 +40,8 @@ import numpy as np
 from llmstd import dtypes, vocab
 from llmstd.config import CanonicalConfig
 from llmstd.errors import ConfigError, LlmstdError, require
+from llmstd.rope import rope_type
+from llmstd.runtimes import canonical_arrays
 from llmstd.tensors import LazyTensor
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -75,10 +77,6 @@ MLM_TRANSFORM = (_canonical("mlm.transform.weight"), _canonical("mlm.transform.b
 MLM_NORM = (_canonical("mlm.norm.weight"), _canonical("mlm.norm.bias"))
 LM_HEAD = (_canonical("lm_head.weight"), _canonical("lm_head.bias"))
 
-#: Architectures whose attention is bidirectional (encoders). The canonical config has no
-#: causal/bidirectional field yet, so encoders are listed here; a masked-LM head implies one too.
-ENCODER_ARCHITECTURES = frozenset({"bert"})
-
 #: dtypes the runtime computes in; float8 and integer checkpoints are computed in float32.
 COMPUTE_DTYPES = ("float32", "float16", "bfloat16", "float64")
 
@@ -86,22 +84,11 @@ COMPUTE_DTYPES = ("float32", "float16", "bfloat16", "float64")
 ROPE_TYPES = ("default", "linear", "dynamic", "llama3", "yarn")
 
 
-def is_causal(config: CanonicalConfig) -> bool:
-    """True when each position attends only to itself and earlier positions."""
-    return config.architecture not in ENCODER_ARCHITECTURES and config.head != "masked_lm"
-
-
 def output_names(config: CanonicalConfig) -> list[str]:
     """The outputs a model with this config produces (see the module docstring)."""
     if config.head in ("causal_lm", "masked_lm"):
         return ["logits"]
     return ["last_hidden_state", "pooler_output"] if config.pooler else ["last_hidden_state"]
-
-
-def rope_type(config: CanonicalConfig) -> str:
-    """The rope_scaling type of a rotary config ('default' without scaling)."""
-    scaling = config.rope_scaling or {}
-    return str(scaling.get("rope_type", scaling.get("type", "default")))
 
 
 def check_supported(config: CanonicalConfig) -> None:
@@ -205,19 +192,10 @@ class TorchModel:
         if self.dtype not in COMPUTE_DTYPES:
             raise LlmstdError(f"cannot compute in {self.dtype!r}", hint=f"choose one of {', '.join(COMPUTE_DTYPES)}")
         self._tdtype = getattr(torch, self.dtype)
-        expected = vocab.expected_tensors(config)
-        missing = [n for n in expected if n not in tensors]
-        if missing:
-            raise LlmstdError(f"cannot run: {len(missing)} canonical tensor(s) missing: {', '.join(missing[:8])}",
-                              hint="validate the checkpoint with `llmstd validate`")
-        self.weights: dict[str, torch.Tensor] = {}
-        for name, shape in expected.items():
-            source = tensors[name]
-            array = source.load() if isinstance(source, LazyTensor) else np.asarray(source)
-            if tuple(array.shape) != shape:
-                raise LlmstdError(f"shape {list(array.shape)} differs from {list(shape)} implied by the config",
-                                  tensor=name)
-            self.weights[name] = to_torch(array).to(device=self.device, dtype=self._tdtype)
+        self.weights: dict[str, torch.Tensor] = {
+            name: to_torch(array).to(device=self.device, dtype=self._tdtype)
+            for name, array in canonical_arrays(tensors, config)
+        }
         for tied, target in vocab.tied_tensors(config).items():
             self.weights[tied] = self.weights[target]
 
@@ -392,7 +370,7 @@ class TorchModel:
         allowed = attention_mask[:, None, None, :].bool().expand(-1, 1, seq, seq)
         q_idx = torch.arange(seq, device=self.device)[:, None]
         k_idx = torch.arange(seq, device=self.device)[None, :]
-        if is_causal(self.config):
+        if self.config.causal:
             allowed = allowed & (k_idx <= q_idx)
             if self.config.sliding_window is not None:  # Mistral: the last `window` keys only
                 allowed = allowed & (k_idx > q_idx - self.config.sliding_window)

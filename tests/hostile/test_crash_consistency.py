@@ -42,7 +42,7 @@ CHILD = textwrap.dedent(
 def _source(root: Path) -> Path:
     """A ~16 MB random Llama in Hugging Face layout (big enough that writing takes a while)."""
     config = CanonicalConfig(
-        architecture="llama", head="causal_lm", vocab_size=4096, hidden_size=256, num_layers=4, num_heads=8,
+        architecture="llama", head="causal_lm", causal=True, vocab_size=4096, hidden_size=256, num_layers=4, num_heads=8,
         num_kv_heads=4, head_dim=32, intermediate_size=512, max_positions=512, norm_kind="rmsnorm", norm_eps=1e-5,
         norm_position="pre", norm_bias=False, final_norm=True, embedding_norm=False, mlp_norm=True,
         activation="silu", gated_mlp=True, positional="rope", rope_theta=10000.0, rotary_dim=32, rope_scaling=None,

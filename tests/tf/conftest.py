@@ -53,22 +53,6 @@ def max_abs(a: Any, b: Any) -> float:
     return float(np.max(np.abs(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64))))
 
 
-def sharpen_(model: Any) -> Any:
-    """Rescale every (randomized) parameter by its rank: matrices to std 0.25, vectors to std 1.
-
-    helpers.build_model draws every parameter with std 0.05, so after a norm queries and keys are
-    ~0.01, softmax is uniform and rotary or masking mistakes move logits by ~1e-7. At these scales
-    attention is peaked and they show. Tied parameters are listed once, so scaled once.
-    """
-    import torch
-
-    with torch.no_grad():
-        for param in model.parameters():
-            param.mul_(5.0 if param.ndim >= 2 else 20.0)
-    model.tie_weights()
-    return model
-
-
 class TFStore:
     """Per-session cache of sharpened torch models, their outputs on batch() and llmstd's TF conversions."""
 
@@ -82,7 +66,7 @@ class TFStore:
     def model(self, kind: str) -> Any:
         """A sharpened tiny model of ``kind`` (float32, eager attention); do not mutate it."""
         if kind not in self._models:
-            self._models[kind] = sharpen_(helpers.build_model(kind, seed=7))
+            self._models[kind] = helpers.sharpen_(helpers.build_model(kind, seed=7))
         return self._models[kind]
 
     def hf_dir(self, kind: str) -> Path:

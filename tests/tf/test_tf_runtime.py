@@ -14,7 +14,7 @@ import pytest
 import llmstd
 from conftest import SEQ, TOL, batch, max_abs
 from llmstd.errors import ConfigError
-from llmstd.runtimes.tf_model import TFModel, is_causal
+from llmstd.runtimes.tf_model import TFModel
 
 # kind -> TF format llmstd writes it in for the check (both formats are covered across kinds)
 CASES = {
@@ -81,10 +81,10 @@ def test_unknown_rope_scaling_is_refused(tfstore) -> None:
         TFModel(ckpt.tensors, config)
 
 
-def test_attention_direction_is_declared() -> None:
-    class Cfg:  # only the two fields is_causal reads
-        def __init__(self, architecture: str, head: str) -> None:
-            self.architecture, self.head = architecture, head
-
-    assert is_causal(Cfg("gpt2", "base")) and is_causal(Cfg("llama", "causal_lm"))  # type: ignore[arg-type]
-    assert not is_causal(Cfg("bert", "base")) and not is_causal(Cfg("bert", "masked_lm"))  # type: ignore[arg-type]
+def test_attention_direction_comes_from_the_config(tfstore) -> None:  # noqa: ANN001
+    ckpt = llmstd.load(tfstore.converted("llama", "tf-ckpt"))
+    assert ckpt.config.causal
+    ids, mask = batch()
+    causal = TFModel(ckpt.tensors, ckpt.config)(ids, mask).logits
+    bidirectional = TFModel(ckpt.tensors, ckpt.config.replace(causal=False))(ids, mask).logits
+    assert max_abs(causal, bidirectional) > 10 * TOL

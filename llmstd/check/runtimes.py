@@ -1,0 +1,370 @@
+"""Which runtime runs each side of ``llmstd check``, and the runners: transformers, llmstd-torch,
+transformers' TF classes, llmstd-tf and onnxruntime, each returning a
+:class:`~llmstd.runtimes.torch_model.RunOutput` (float32 outputs, hidden states when exposed).
+
+Every framework is imported inside the runner that needs it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.util
+import os
+import sys
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from llmstd import maps
+from llmstd.check.inputs import Inputs
+from llmstd.checkpoint import Checkpoint
+from llmstd.config import CanonicalConfig
+from llmstd.convert import load
+from llmstd.errors import LlmstdError, MissingDependencyError, require
+from llmstd.runtimes import torch_model as tm
+from llmstd.runtimes.torch_model import RunOutput
+
+RUNTIMES = ("auto", "transformers", "llmstd-torch", "transformers-tf", "llmstd-tf", "onnxruntime")
+DEVICES = ("cpu", "cuda")
+
+
+@dataclass
+class Side:
+    """One side of a check: its checkpoint (read lazily), the runtime chosen for it and why."""
+
+    label: str
+    path: Path
+    ckpt: Checkpoint
+    runtime: str
+    device: str
+    notes: list[str] = field(default_factory=list)
+
+
+def _import(name: str) -> Any | None:
+    """Import an optional framework, or None when it is absent (or blocked)."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None
+
+
+def _transformers() -> tuple[Any | None, str]:
+    """transformers when it is a 4.x release llmstd's checker supports, else (None, why not)."""
+    module = _import("transformers")
+    if module is None:
+        return None, "transformers is not installed"
+    major = int(str(getattr(module, "__version__", "0")).split(".")[0] or 0)
+    if major != 4:
+        return None, f"transformers {module.__version__} is not a 4.x release"
+    return module, ""
+
+
+def _hf_class(ckpt: Checkpoint) -> str | None:
+    """The Hugging Face PyTorch class name for this checkpoint's architecture and head (from its map)."""
+    try:
+        heads = maps.load(ckpt.architecture).dialect("hf").heads
+    except LlmstdError:
+        return None
+    head = heads.get(ckpt.config.head)
+    return head.cls if head else None
+
+
+def _hf_tf_class(ckpt: Checkpoint) -> str | None:
+    """The Hugging Face TF class name, as the map's hf_tf dialect declares it (never guessed)."""
+    try:
+        nmap = maps.load(ckpt.architecture)
+    except LlmstdError:
+        return None
+    head = nmap.dialects["hf_tf"].heads.get(ckpt.config.head) if "hf_tf" in nmap.dialects else None
+    return head.cls if head else None
+
+
+def installed(name: str) -> bool:
+    """Whether ``name`` could be imported, without importing it (TensorFlow takes seconds)."""
+    if name in sys.modules:
+        return sys.modules[name] is not None  # None: import blocked on purpose (tests, sandboxes)
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _tf_available() -> bool:
+    return installed("tensorflow")
+
+
+def _llmstd_tf_available() -> bool:
+    return installed("llmstd.runtimes.tf_model") and _tf_available()
+
+
+def _available(runtime: str, ckpt: Checkpoint) -> str:
+    """'' when ``runtime`` can run ``ckpt`` here, else the reason it cannot."""
+    if runtime == "llmstd-torch":
+        return "" if _import("torch") is not None else "torch is not installed"
+    if runtime == "transformers":
+        if ckpt.format != "hf":
+            return f"transformers runs Hugging Face PyTorch directories, not '{ckpt.format}'"
+        if _import("torch") is None:
+            return "torch is not installed"
+        module, why = _transformers()
+        if module is None:
+            return why
+        cls = _hf_class(ckpt)
+        return "" if cls and hasattr(module, cls) else f"transformers has no class {cls} for '{ckpt.architecture}'"
+    if runtime == "transformers-tf":
+        if ckpt.format != "tf-h5" or ckpt.dialect != "hf_tf":
+            return (f"Hugging Face TF classes load tf-h5 directories in the hf_tf dialect, "
+                    f"not {ckpt.format}/{ckpt.dialect}")
+        if not _tf_available():
+            return "tensorflow is not installed"
+        os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # transformers' TF classes need Keras 2
+        module, why = _transformers()
+        if module is None:
+            return why
+        cls = _hf_tf_class(ckpt)
+        return "" if cls and hasattr(module, cls) else f"transformers has no TF class for '{ckpt.architecture}'"
+    if runtime == "llmstd-tf":
+        if not _tf_available():
+            return "tensorflow is not installed"
+        return "" if _llmstd_tf_available() else "llmstd.runtimes.tf_model is not available"
+    if runtime == "onnxruntime":
+        if ckpt.format != "onnx":
+            return f"onnxruntime runs ONNX graphs, not '{ckpt.format}'"
+        return "" if installed("onnxruntime") else "onnxruntime is not installed"
+    raise LlmstdError(f"unknown runtime {runtime!r}", hint=f"choose one of {', '.join(RUNTIMES)}")
+
+
+_AUTO: dict[str, tuple[str, ...]] = {
+    "hf": ("transformers",),
+    "canonical": (),
+    "tf-h5": ("transformers-tf", "llmstd-tf"),
+    "tf-ckpt": ("llmstd-tf",),
+    "onnx": ("onnxruntime",),
+}
+
+
+def _unfaithful(runtime: str, ckpt: Checkpoint) -> str:
+    """'' unless ``runtime`` is known to compute this config differently from its reference model."""
+    if runtime == "transformers-tf" and ckpt.config.sliding_window is not None:
+        # transformers 4.x TFMistral* never apply sliding_window: beyond the window their logits
+        # differ from MistralForCausalLM's (max abs ~5 on a tiny model at 128 tokens).
+        return "transformers' TF classes ignore sliding_window"
+    return ""
+
+
+def choose_runtime(ckpt: Checkpoint, requested: str = "auto") -> tuple[str, list[str]]:
+    """(runtime, notes) for a checkpoint: ``requested`` if it can run here, or auto's choice."""
+    if requested != "auto":
+        why = _available(requested, ckpt)
+        if why:
+            extra = {"llmstd-torch": "torch", "transformers": "transformers", "transformers-tf": "tf",
+                     "llmstd-tf": "tf", "onnxruntime": "onnx"}.get(requested, "all")
+            error = MissingDependencyError if "not installed" in why else LlmstdError
+            raise error(f"runtime '{requested}' cannot run {ckpt.path}: {why}",
+                        hint=f"install it (pip install 'llmstd[{extra}]') or choose --runtime auto")
+        return requested, []
+    notes = []
+    for candidate in _AUTO.get(ckpt.format, ()):
+        why = _available(candidate, ckpt) or _unfaithful(candidate, ckpt)
+        if not why:
+            return candidate, notes
+        notes.append(f"{candidate} unavailable ({why})")
+    why = _available("llmstd-torch", ckpt)
+    if why:
+        raise MissingDependencyError(f"no runtime can run {ckpt.path}: {'; '.join([*notes, why])}",
+                                     hint="install torch: pip install 'llmstd[torch]'")
+    if notes:
+        notes.append("ran its canonical weights with llmstd-torch instead")
+    return "llmstd-torch", notes
+
+
+def open_side(label: str, path: str | Path, arch: str | None, runtime: str, device: str) -> Side:
+    if runtime not in RUNTIMES:
+        raise LlmstdError(f"unknown runtime {runtime!r}", hint=f"choose one of {', '.join(RUNTIMES)}")
+    if device.split(":")[0] not in DEVICES:
+        raise LlmstdError(f"unknown device {device!r}", hint="use cpu or cuda")
+    ckpt = load(path, arch=arch)
+    chosen, notes = choose_runtime(ckpt, runtime)
+    return Side(label, Path(path), ckpt, chosen, device, notes)
+
+
+def run(side: Side, inputs: Inputs, hidden: bool) -> tuple[RunOutput, float]:
+    """Load the side in its runtime and run it once; returns (output, load seconds)."""
+    runner = {"llmstd-torch": _run_llmstd_torch, "transformers": _run_transformers,
+              "transformers-tf": _run_transformers_tf, "llmstd-tf": _run_llmstd_tf, "onnxruntime": _run_onnx}
+    return runner[side.runtime](side, inputs, hidden)
+
+
+def _run_llmstd_torch(side: Side, inputs: Inputs, hidden: bool) -> tuple[RunOutput, float]:
+    started = time.perf_counter()
+    model = tm.TorchModel(side.ckpt.tensors, side.ckpt.config, device=side.device)
+    loaded = time.perf_counter() - started
+    out = model(inputs.input_ids, inputs.attention_mask, inputs.token_type_ids, output_hidden_states=hidden)
+    out.notes.append("llmstd-torch")
+    return out, loaded
+
+
+def _feeds_torch(torch: Any, inputs: Inputs, config: CanonicalConfig, device: str) -> dict[str, Any]:
+    feeds = {"input_ids": torch.as_tensor(inputs.input_ids, device=device),
+             "attention_mask": torch.as_tensor(inputs.attention_mask, device=device)}
+    if config.type_vocab_size > 0 and inputs.token_type_ids is not None:
+        feeds["token_type_ids"] = torch.as_tensor(inputs.token_type_ids, device=device)
+    return feeds
+
+
+def _run_transformers(side: Side, inputs: Inputs, hidden: bool) -> tuple[RunOutput, float]:
+    torch = require("torch", "torch")
+    transformers, _ = _transformers()
+    assert transformers is not None
+    device = tm.resolve_device(side.device)
+    cls_name = _hf_class(side.ckpt)
+    started = time.perf_counter()
+    major_minor = tuple(int(p) for p in transformers.__version__.split(".")[:2])
+    dtype_key = "dtype" if major_minor >= (4, 56) else "torch_dtype"
+    # Eager attention on both sides: the fused kernels differ between devices and versions.
+    with _quiet_transformers(transformers):
+        model = getattr(transformers, cls_name).from_pretrained(
+            str(side.path), attn_implementation="eager", **{dtype_key: "auto"})
+    model = model.to(device).eval()
+    loaded = time.perf_counter() - started
+    started = time.perf_counter()
+    with torch.no_grad():
+        out = model(**_feeds_torch(torch, inputs, side.ckpt.config, device), output_hidden_states=hidden)
+    outputs = {n: getattr(out, n).detach().float().cpu().numpy() for n in tm.output_names(side.ckpt.config)}
+    states = [h.detach().float().cpu().numpy() for h in out.hidden_states] if hidden and out.hidden_states else None
+    dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+    return RunOutput(outputs, states, tm.device_description(device), dtype, time.perf_counter() - started,
+                     [f"transformers {transformers.__version__} {cls_name}"]), loaded
+
+
+def _run_transformers_tf(side: Side, inputs: Inputs, hidden: bool) -> tuple[RunOutput, float]:
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    tf = importlib.import_module("tensorflow")
+    transformers, _ = _transformers()
+    assert transformers is not None
+    cls_name = _hf_tf_class(side.ckpt)
+    device, notes = _tf_device(tf, side.device)
+    started = time.perf_counter()
+    with tf.device(device), _quiet_transformers(transformers):
+        model = getattr(transformers, cls_name).from_pretrained(str(side.path))
+        loaded = time.perf_counter() - started
+        started = time.perf_counter()
+        feeds = {"input_ids": tf.constant(inputs.input_ids), "attention_mask": tf.constant(inputs.attention_mask)}
+        if side.ckpt.config.type_vocab_size > 0 and inputs.token_type_ids is not None:
+            feeds["token_type_ids"] = tf.constant(inputs.token_type_ids)
+        out = model(**feeds, output_hidden_states=hidden, training=False)
+    outputs = {n: np.asarray(out[n], dtype=np.float32) for n in tm.output_names(side.ckpt.config)}
+    states = [np.asarray(h, dtype=np.float32) for h in out["hidden_states"]] if hidden else None
+    dtype = str(model.dtype) if isinstance(getattr(model, "dtype", None), str) else side.ckpt.config.dtype
+    return RunOutput(outputs, states, device, dtype, time.perf_counter() - started,
+                     [f"transformers {transformers.__version__} {cls_name}", *notes]), loaded
+
+
+@contextlib.contextmanager
+def _quiet_transformers(transformers: Any) -> Iterator[None]:
+    """Silence transformers' load-time chatter (deprecations, 'all layers were used') in reports."""
+    logging = transformers.logging
+    previous = logging.get_verbosity()
+    logging.set_verbosity_error()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.set_verbosity(previous)
+
+
+def _tf_device(tf: Any, requested: str) -> tuple[str, list[str]]:
+    if requested.startswith("cuda"):
+        if tf.config.list_physical_devices("GPU"):
+            return "/GPU:0", []
+        return "/CPU:0", ["tensorflow sees no GPU; ran on CPU"]
+    return "/CPU:0", []
+
+
+def _run_llmstd_tf(side: Side, inputs: Inputs, hidden: bool) -> tuple[RunOutput, float]:
+    tf = importlib.import_module("tensorflow")
+    module = importlib.import_module("llmstd.runtimes.tf_model")
+    device, notes = _tf_device(tf, side.device)
+    started = time.perf_counter()
+    with tf.device(device):
+        model = module.TFModel(side.ckpt.tensors, side.ckpt.config)
+        loaded = time.perf_counter() - started
+        started = time.perf_counter()
+        result = model(inputs.input_ids, inputs.attention_mask, inputs.token_type_ids)
+    seconds = time.perf_counter() - started
+    # TFOutput: logits | last_hidden_state | pooled, plus hidden_states (Hugging Face's convention).
+    by_name = {"logits": result.logits, "last_hidden_state": result.last_hidden_state,
+               "pooler_output": getattr(result, "pooled", None)}
+    outputs = {}
+    for name in tm.output_names(side.ckpt.config):
+        if by_name.get(name) is None:
+            raise LlmstdError(f"llmstd's TF runtime returned no '{name}' output for {side.path}")
+        outputs[name] = np.asarray(by_name[name], dtype=np.float32)
+    states = [np.asarray(h, dtype=np.float32) for h in result.hidden_states] if hidden else None
+    # It computes in float32 whatever the stored dtype (it widens half-precision weights once).
+    detail = ["llmstd-tf (llmstd.runtimes.tf_model)", *notes]
+    return RunOutput(outputs, states, device, "float32", seconds, detail), loaded
+
+
+def onnx_file(path: Path) -> Path:
+    """The .onnx graph of an ONNX checkpoint, as the onnx format locates it."""
+    from llmstd.formats.onnx import model_file
+
+    found = model_file(path)
+    if found is None:
+        raise LlmstdError("no single .onnx graph found", file=path)
+    return found
+
+
+def _run_onnx(side: Side, inputs: Inputs, hidden: bool) -> tuple[RunOutput, float]:
+    ort = importlib.import_module("onnxruntime")
+    notes: list[str] = [f"onnxruntime {ort.__version__}"]
+    providers = ["CPUExecutionProvider"]
+    if side.device.startswith("cuda"):
+        if "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, "CUDAExecutionProvider")
+        else:
+            notes.append("onnxruntime has no CUDA provider installed; ran on CPU")
+    started = time.perf_counter()
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    graph = onnx_file(side.path)
+    session = ort.InferenceSession(str(graph), sess_options=options, providers=providers)
+    loaded = time.perf_counter() - started
+    available = {"input_ids": inputs.input_ids, "attention_mask": inputs.attention_mask,
+                 "position_ids": np.broadcast_to(np.arange(inputs.input_ids.shape[1]), inputs.input_ids.shape)}
+    if inputs.token_type_ids is not None:
+        available["token_type_ids"] = inputs.token_type_ids
+    elif side.ckpt.config.type_vocab_size > 0:
+        available["token_type_ids"] = np.zeros_like(inputs.input_ids)
+    feeds = {}
+    for graph_input in session.get_inputs():
+        if graph_input.name not in available:
+            raise LlmstdError(f"the ONNX graph needs input '{graph_input.name}', which the checker cannot provide",
+                              file=graph, hint="export the graph without KV-cache inputs")
+        np_type = np.int32 if graph_input.type == "tensor(int32)" else np.int64
+        feeds[graph_input.name] = np.ascontiguousarray(available[graph_input.name], dtype=np_type)
+    started = time.perf_counter()
+    names = [o.name for o in session.get_outputs()]
+    values = dict(zip(names, session.run(None, feeds)))
+    seconds = time.perf_counter() - started
+    outputs = {}
+    for name in tm.output_names(side.ckpt.config):
+        if name not in values:
+            raise LlmstdError(f"the ONNX graph has no output '{name}' (outputs: {', '.join(names)})",
+                              file=graph)
+        outputs[name] = np.asarray(values[name], dtype=np.float32)
+    states = None
+    count = side.ckpt.config.num_layers + 1
+    for pattern in ("hidden_states.{}", "hidden_states_{}"):
+        if hidden and all(pattern.format(i) in values for i in range(count)):
+            states = [np.asarray(values[pattern.format(i)], dtype=np.float32) for i in range(count)]
+    dtype = side.ckpt.config.dtype
+    return RunOutput(outputs, states, session.get_providers()[0], dtype, seconds, notes), loaded
