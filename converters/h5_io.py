@@ -35,7 +35,7 @@ import numpy as np
 
 from llmstd import dtypes
 from llmstd.errors import FormatError, MissingDependencyError, UnsafeInputError
-from llmstd.tensors import FileSliceTensor, LazyTensor
+from llmstd.tensors import FileSliceTensor, LazyTensor, stream
 
 HDF5_OBJECT_HEADER_LIMIT = 64512  # tf_keras' limit for one attribute
 TOP_LEVEL_GROUP = "top_level_model_weights"
@@ -311,8 +311,8 @@ def write_h5(path: Path, layers: Sequence[tuple[str, Sequence[tuple[str, LazyTen
         for layer, weights in sorted(layers, key=lambda item: item[0]):
             group = f.create_group(layer)
             write_string_list(group, "weight_names", [n for n, _ in weights])
-            for name, tensor in weights:
-                array = np.asarray(tensor.load())
+            for name, tensor, loaded in stream(list(weights)):  # the next tensor loads while this one is written
+                array = np.asarray(loaded)
                 if tuple(array.shape) != tuple(tensor.shape):
                     raise FormatError(f"tensor loaded as {array.shape}, declared {tensor.shape}", tensor=name)
                 if tensor.dtype.name == "bfloat16":
