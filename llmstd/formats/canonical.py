@@ -10,7 +10,6 @@ docs/SPEC.md).
 from __future__ import annotations
 
 import json
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -170,12 +169,11 @@ def metadata(ckpt: Checkpoint, hashes: dict[Path, str] | None, format_value: str
 def write(ckpt: Checkpoint, staging: Path, options: WriteOptions) -> list[Path]:
     # Source hashes are computed on another core while the tensors stream out; the header is
     # written with same-length placeholders and patched in place at the end.
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        hashing = pool.submit(lambda: {p: common.sha256_file(p) for p in ckpt.files})
+    with common.hashing_in_background(ckpt.files) as hashes:
         files = common.write_safetensors_set(staging, STEM, list(ckpt.tensors.items()), metadata(ckpt, None),
                                              shard_size=options.shard_size, progress=options.progress,
                                              metadata_reserve=256)
-        final = metadata(ckpt, hashing.result())
+        final = metadata(ckpt, hashes())
     for f in files:
         if f.suffix == ".safetensors":
             safetensors_io.rewrite_metadata(f, final)

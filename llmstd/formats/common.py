@@ -4,9 +4,11 @@ index), sidecar files (tokenizer, generation config) and dtype summaries."""
 from __future__ import annotations
 
 import collections
+import contextlib
 import hashlib
 import shutil
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from llmstd.converters import safetensors_io, shard_index
@@ -73,6 +75,15 @@ def write_safetensors_set(
     index = staging / f"{stem}.safetensors.index.json"
     shard_index.write_index(index, weight_map, sum(t.nbytes for _, t in entries))
     return [*files, index]
+
+
+@contextlib.contextmanager
+def hashing_in_background(files: Sequence[Path], workers: int = 2) -> Iterator[Callable[[], dict[Path, str]]]:
+    """Compute the sha256 of ``files`` on background threads while the caller writes (hashlib
+    releases the GIL, so this uses the other core); yields a function that waits for the result."""
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="llmstd-sha256") as pool:
+        futures = {p: pool.submit(sha256_file, p) for p in files}
+        yield lambda: {p: f.result() for p, f in futures.items()}
 
 
 def sha256_file(path: Path, chunk: int = 16 * 1024 * 1024) -> str:

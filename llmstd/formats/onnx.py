@@ -19,7 +19,6 @@ by default just under protobuf's 2 GiB limit.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from llmstd import maps, vocab
@@ -141,10 +140,9 @@ def write_onnx(ckpt: Checkpoint, staging: Path, *, external_data_threshold: int 
     threshold = onnx_io.DEFAULT_EXTERNAL_THRESHOLD if external_data_threshold is None else external_data_threshold
     external = ckpt.nbytes > threshold
     # Source hashes are computed on the second core while the tensors stream out.
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        hashing = pool.submit(lambda: {p: common.sha256_file(p) for p in ckpt.files})
+    with common.hashing_in_background(ckpt.files) as hashes:
         files = onnx_io.write(staging / MODEL, built.model, list(ckpt.tensors.items()), external=external,
-                              metadata=lambda: canonical_metadata(ckpt, hashing.result(), FORMAT_VALUE), progress=progress)
+                              metadata=lambda: canonical_metadata(ckpt, hashes(), FORMAT_VALUE), progress=progress)
     body = _framework_config(ckpt)
     if body is not None:
         (staging / CONFIG).write_text(dumps(body), encoding="utf-8")
