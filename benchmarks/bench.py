@@ -107,9 +107,21 @@ def bench_shape(shape: str, workdir: Path, runs: int, with_hf: bool, with_check:
         report = workdir / f"{shape}-check.json"
         measure("llmstd check HF vs canonical", [LLMSTD, "check", str(src), str(out), "--json", str(report)],
                 workdir / "none")
-        rows[-1].notes.append(report.read_text() if report.exists() else "")
+        rows[-1].notes.append(_check_summary(report))
     info = {"shape": shape, "dtype": dtype, "shard": shard, "bytes": size, "largest_tensor_mb": _largest_tensor_mb(src)}
     return rows, info
+
+
+def _check_summary(report_path: Path) -> str:
+    """Time per side and the verdict of an `llmstd check --json` report."""
+    if not report_path.exists():
+        return "no report written"
+    report = json.loads(report_path.read_text())
+    sides = [f"side {k.upper()} ({report[k]['runtime']}, {report[k]['dtype']}): load {report[k]['load_seconds']:.1f} s, "
+             f"run {report[k]['run_seconds']:.1f} s" for k in ("a", "b")]
+    worst = max((o.get("max_abs") or 0.0) for o in report.get("outputs", [])) if report.get("outputs") else None
+    verdict = "passed" if report.get("passed") else "FAILED"
+    return "; ".join(sides) + f"; {verdict}" + (f", max abs {worst:.2e}" if worst is not None else "")
 
 
 def _verdicts(rows: list[Row], info: dict) -> list[str]:
@@ -177,9 +189,8 @@ def write_results(path: Path, results: list[tuple[list[Row], dict]], runs: int, 
                          f"`{shlex.join(row.command)}` |")
         lines += ["", "Targets:", "", *_verdicts(rows, info), ""]
         for row in rows:
-            for note in row.notes:
-                if note:
-                    lines += [f"{row.label} report:", "", "```json", note.strip()[:4000], "```", ""]
+            lines += [f"- {row.label}: {note}" for note in row.notes if note]
+        lines.append("")
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
