@@ -17,9 +17,9 @@ import numpy as np
 from llmstd import dtypes, vocab
 from llmstd.checkpoint import Checkpoint
 from llmstd.config import CanonicalConfig
+from llmstd.convert import parse_size
 from llmstd.formats import WriteOptions, hf
 from llmstd.tensors import LazyTensor
-from llmstd.convert import parse_size
 
 LLAMA = dict(
     architecture="llama", head="causal_lm", causal=True, norm_kind="rmsnorm", norm_eps=1e-5, norm_position="pre", norm_bias=False,

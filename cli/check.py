@@ -9,12 +9,11 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from llmstd.cli.errors import EXIT_FAILURE, handle_errors
+from llmstd.cli.options import Arch
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
-
-from llmstd.cli.errors import EXIT_FAILURE, handle_errors
-from llmstd.cli.options import Arch
 
 Runtime = Annotated[str, typer.Option(
     help="auto | transformers | llmstd-torch | transformers-tf | llmstd-tf | onnxruntime.")]

@@ -6,13 +6,19 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
-
-import llmstd
 from llmstd.cli.errors import handle_errors
 from llmstd.cli.options import Arch, Json, print_json
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
 
+import llmstd
 
 
 def _targets() -> str:
@@ -63,6 +69,9 @@ def convert(
     out.print(f"  {report.tensors} tensors, {report.bytes:,} bytes, dtype {report.dtype}, {report.seconds:.2f}s")
     out.print(f"  files: {', '.join(report.files)}")
     for item in report.ignored:
-        out.print(f"  ignored {item['name']}: {item['reason']}")
+        out.print(f"  ignored {escape(item['name'])}: {escape(item['reason'])}")
     for item in report.duplicates_dropped:
         out.print(f"  dropped duplicate {item['name']} (equal to {item['equal_to']})")
+    for item in report.transforms:
+        if item.get("value") == "zeros":  # a parameter the source graph proved to be zero (ONNX)
+            out.print(f"  recovered {item['recovered']} as zeros: {escape(item['evidence'])}")

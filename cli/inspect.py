@@ -6,12 +6,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from llmstd.cli.errors import handle_errors
+from llmstd.cli.options import Arch, Json, print_json
 from rich.console import Console
 from rich.table import Table
 
 import llmstd
-from llmstd.cli.errors import handle_errors
-from llmstd.cli.options import Arch, Json, print_json
 
 
 def _size(n: int) -> str:

@@ -6,10 +6,10 @@ import os
 from typing import Annotated
 
 import typer
-
-from llmstd import __version__
 from llmstd.cli import check, convert, inspect, maps, validate
 from llmstd.cli.errors import DEBUG_ENV
+
+from llmstd import __version__
 
 app = typer.Typer(
     name="llmstd",

@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from llmstd.cli.errors import handle_errors
+from llmstd.cli.options import Json, print_json
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from llmstd import maps as naming_maps
-from llmstd.cli.errors import handle_errors
-from llmstd.cli.options import Json, print_json
 
 app = typer.Typer(help="List and show the naming maps (one per architecture).", no_args_is_help=True)
 

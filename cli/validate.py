@@ -6,12 +6,11 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from llmstd.cli.errors import EXIT_FAILURE, handle_errors
+from llmstd.cli.options import Arch, Json, print_json
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
-
-from llmstd.cli.errors import EXIT_FAILURE, handle_errors
-from llmstd.cli.options import Arch, Json, print_json
 
 
 @handle_errors
@@ -29,6 +28,7 @@ def validate(
 ) -> None:
     """Check tensors, shapes, tying, dtypes, values, shard index and metadata; report every finding."""
     from llmstd.cli.check import skip_tensorflow_import
+
     from llmstd.validate import validate as run_validate
 
     if against is not None:

@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from llmstd.converters import crc32c
 
 from llmstd import dtypes
-from llmstd.converters import crc32c
 from llmstd.errors import FormatError
 from llmstd.tensors import FileSliceTensor, LazyTensor
 

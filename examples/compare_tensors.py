@@ -29,4 +29,9 @@ def main(a_path: str, b_path: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(*sys.argv[1:3]))
+    if len(sys.argv) != 3:
+        sys.exit(__doc__)
+    try:
+        sys.exit(main(sys.argv[1], sys.argv[2]))
+    except llmstd.LlmstdError as exc:
+        sys.exit(f"error: {exc}")

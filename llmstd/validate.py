@@ -258,7 +258,9 @@ def _open_index(index: Path, open_shard: Callable[[Path], dict[str, LazyTensor] 
 
 
 def _open_hf(path: Path, arch: str | None, found: _Findings) -> _Opened:
-    from llmstd.formats import hf as hf_format  # format modules register on import: import on use only
+    from llmstd.formats import (
+        hf as hf_format,  # format modules register on import: import on use only
+    )
 
     opened = _Opened(format="hf")
     config_path = path / hf_format.CONFIG

@@ -85,7 +85,15 @@ from llmstd.check.metrics import (
     sanitise,
     stages,
 )
-from llmstd.check.runtimes import DEVICES, RUNTIMES, Side, choose_runtime, installed, open_side, run
+from llmstd.check.runtimes import (
+    DEVICES,
+    RUNTIMES,
+    Side,
+    choose_runtime,
+    installed,
+    open_side,
+    run,
+)
 from llmstd.check.tolerances import TOLERANCES, Tolerance, judged_dtype, tolerance_for
 from llmstd.config import CanonicalConfig
 from llmstd.errors import LlmstdError

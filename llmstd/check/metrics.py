@@ -17,7 +17,6 @@ from llmstd.config import CanonicalConfig
 from llmstd.runtimes import torch_model as tm
 
 
-
 def sanitise(value: float | None) -> float | None:
     return value if value is None or math.isfinite(value) else None
 

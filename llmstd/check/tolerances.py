@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from llmstd.errors import LlmstdError
 
 
-
 @dataclass(frozen=True)
 class Tolerance:
     """Pass/fail limits for one comparison; ``None`` disables a criterion."""

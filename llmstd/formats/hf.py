@@ -8,6 +8,7 @@ code from the file.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from llmstd import maps
@@ -77,16 +78,24 @@ def map_for_config(raw: dict[str, object], arch: str | None, config_path: Path, 
     return fitting[0]
 
 
-def detect_head(nmap: NamingMap, dialect: str, raw: dict[str, object], names: list[str]) -> Head:
-    """The model head, from the config's class name when it is known, else from the tensor names."""
-    heads = nmap.dialect(dialect).heads
+def head_by_class(nmap: NamingMap, dialect: str, raw: Mapping[str, object]) -> Head | None:
+    """The head whose model class config.json names in ``architectures``, if the map knows it."""
     archs = raw.get("architectures")
     if isinstance(archs, list) and archs:
-        for head in heads.values():
+        for head in nmap.dialect(dialect).heads.values():
             if head.cls == archs[0]:
                 return head
+    return None
+
+
+def detect_head(nmap: NamingMap, dialect: str, raw: dict[str, object], names: list[str]) -> Head:
+    """The model head, from the config's class name when it is known, else from the tensor names."""
+    head = head_by_class(nmap, dialect, raw)
+    if head is not None:
+        return head
     # Unknown or absent class: the head whose names explain the most tensors (errors report the rest).
-    return min(heads.values(), key=lambda h: len(DialectMatcher(nmap, dialect, h.prefix).unmatched(names)))
+    heads = nmap.dialect(dialect).heads.values()
+    return min(heads, key=lambda h: len(DialectMatcher(nmap, dialect, h.prefix).unmatched(names)))
 
 
 def read(path: Path, arch: str | None = None) -> Checkpoint:

@@ -218,11 +218,7 @@ def _ignore_non_numeric(nmap: maps.NamingMap, resolved: tf_common.Resolved, non_
 
 def dialect_for(nmap: maps.NamingMap, head: str) -> str:
     """The release naming (tf_original) where the map has it for this head, else llmstd's TF naming."""
-    for dialect in DIALECTS:
-        if dialect in nmap.dialects and head in nmap.dialects[dialect].heads:
-            return dialect
-    raise MappingError(f"'{nmap.architecture}' has no tf.train checkpoint naming for head '{head}'", file=nmap.path,
-                       hint="add a tf_llmstd dialect to the naming map")
+    return tf_common.first_dialect_with_head(nmap, DIALECTS, head, "tf.train checkpoint")
 
 
 def write(ckpt: Checkpoint, staging: Path, options: WriteOptions) -> list[Path]:

@@ -53,6 +53,15 @@ def rescope(tensors: Mapping[str, LazyTensor], scope: str | None, wanted: str) -
     return {wanted + name[len(scope):]: t for name, t in tensors.items()}
 
 
+def first_dialect_with_head(nmap: NamingMap, dialects: Sequence[str], head: str, what: str) -> str:
+    """The first of ``dialects`` (in order of preference) the map has for ``head``."""
+    for dialect in dialects:
+        if dialect in nmap.dialects and head in nmap.dialects[dialect].heads:
+            return dialect
+    raise MappingError(f"'{nmap.architecture}' has no {what} naming for head '{head}'", file=nmap.path,
+                       hint="add a tf_llmstd dialect for it to the naming map")
+
+
 Candidate = tuple[str, Head]  # (dialect, head)
 
 

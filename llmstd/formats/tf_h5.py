@@ -86,11 +86,7 @@ def _repeats(nmap: maps.NamingMap, dialect: str, prefix: str, named: dict[str, L
 
 def dialect_for(nmap: maps.NamingMap, head: str) -> str:
     """hf_tf where transformers has a TF class for this head, else llmstd's TF naming."""
-    for dialect in DIALECTS:
-        if dialect in nmap.dialects and head in nmap.dialects[dialect].heads:
-            return dialect
-    raise MappingError(f"'{nmap.architecture}' has no TensorFlow naming for head '{head}'", file=nmap.path,
-                       hint="add a tf_llmstd dialect for it to the naming map")
+    return tf_common.first_dialect_with_head(nmap, DIALECTS, head, "TensorFlow")
 
 
 def write(ckpt: Checkpoint, staging: Path, options: WriteOptions) -> list[Path]:

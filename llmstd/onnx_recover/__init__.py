@@ -425,12 +425,12 @@ class _Recovery:
 
 
 def _head(nmap: NamingMap, raw: Mapping[str, Any], f: OnnxFile) -> Head:
+    from llmstd.formats.hf import head_by_class
+
     heads = nmap.dialect(DIALECT).heads
-    archs = raw.get("architectures")
-    if isinstance(archs, list) and archs:
-        for head in heads.values():
-            if head.cls == archs[0]:
-                return head
+    recorded = head_by_class(nmap, DIALECT, raw)
+    if recorded is not None:
+        return recorded
     # No class recorded: the head whose names and scopes explain the most of the graph.
     graph = GraphIndex(f.model)
     scopes = sorted({s for n in graph.nodes if (s := graph.scope(n))})
