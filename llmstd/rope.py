@@ -23,16 +23,20 @@ def rope_type(config: CanonicalConfig) -> str:
     return str(scaling.get("rope_type", scaling.get("type", "default")))
 
 
+def require_rope_type(config: CanonicalConfig, implemented: tuple[str, ...], *, who: str, hint: str) -> str:
+    """The config's rope_scaling type, or a ConfigError when ``who`` does not implement it."""
+    kind = rope_type(config)
+    if kind not in implemented:
+        raise ConfigError(f"rope_scaling type {kind!r} is not implemented by {who}",
+                          hint=f"implemented: {', '.join(implemented)}; {hint}")
+    return kind
+
+
 def static_inv_freq(config: CanonicalConfig, *, who: str) -> np.ndarray:
     """Rotary inverse frequencies in float32; ``who`` names the caller in the refusal message."""
     assert config.rope_theta is not None and config.rotary_dim is not None
-    kind = rope_type(config)
-    if kind not in STATIC_ROPE_TYPES:
-        raise ConfigError(
-            f"rope_scaling type {kind!r} is not implemented by {who}",
-            hint=f"implemented: {', '.join(STATIC_ROPE_TYPES)}; '{kind}' frequencies depend on the sequence length "
-                 "at run time",
-        )
+    kind = require_rope_type(config, STATIC_ROPE_TYPES, who=who,
+                             hint="other scalings' frequencies depend on the sequence length at run time")
     dim = config.rotary_dim
     exponent = np.arange(0, dim, 2, dtype=np.int64).astype(np.float32) / np.float32(dim)
     freqs = (np.float32(1.0) / (np.float32(config.rope_theta) ** exponent)).astype(np.float32)

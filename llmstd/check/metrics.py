@@ -108,7 +108,8 @@ def _distribution(a: np.ndarray, b: np.ndarray, chunk: int = 64) -> tuple[float,
             top5 += sum(len(set(p) & set(q)) / k for p, q in zip(tx.tolist(), ty.tolist()))
             lx = x - _logsumexp(x)
             ly = y - _logsumexp(y)
-            kl = (np.exp(lx) * (lx - ly)).sum(-1)
+            # KL is non-negative; float rounding can leave identical distributions at -1e-17.
+            kl = np.maximum((np.exp(lx) * (lx - ly)).sum(-1), 0.0)
             kl_sum += float(kl.sum())
             kl_max = max(kl_max, float(kl.max())) if not math.isnan(float(kl.max())) else math.nan
     return top1 / n, top5 / n, kl_sum / n, kl_max

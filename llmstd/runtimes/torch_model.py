@@ -40,7 +40,7 @@ import numpy as np
 from llmstd import dtypes, vocab
 from llmstd.config import CanonicalConfig
 from llmstd.errors import ConfigError, LlmstdError, require
-from llmstd.rope import rope_type
+from llmstd.rope import require_rope_type, rope_type
 from llmstd.runtimes import canonical_arrays
 from llmstd.tensors import LazyTensor
 
@@ -94,13 +94,8 @@ def output_names(config: CanonicalConfig) -> list[str]:
 def check_supported(config: CanonicalConfig) -> None:
     """Raise ConfigError naming what this runtime cannot compute faithfully (never approximate)."""
     if config.positional == "rope":
-        kind = rope_type(config)
-        if kind not in ROPE_TYPES:
-            raise ConfigError(
-                f"rope_scaling type '{kind}' is not implemented by llmstd's torch runtime",
-                hint=f"implemented: {', '.join(ROPE_TYPES)}; run this side with transformers (--runtime-a/-b "
-                     "transformers) instead",
-            )
+        kind = require_rope_type(config, ROPE_TYPES, who="llmstd's torch runtime",
+                                 hint="run this side with transformers (--runtime-a/-b transformers) instead")
         needed = {"linear": ("factor",), "dynamic": ("factor",), "yarn": ("factor",),
                   "llama3": ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")}
         missing = [k for k in needed.get(kind, ()) if k not in (config.rope_scaling or {})]
