@@ -40,6 +40,15 @@ def check_not_overlapping(sources: list[Path], dst: Path) -> None:
                               hint="choose a destination outside the source checkpoint")
 
 
+def _remove(path: Path) -> None:
+    """Delete a staging path, which after an exchange may hold a replaced file rather than a directory."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -92,12 +101,12 @@ def staged_directory(dst: Path, *, overwrite: bool = False) -> Iterator[Path]:
                 os.rename(dst, aside)
                 os.rename(staging, dst)
                 staging = aside
-            shutil.rmtree(staging, ignore_errors=True)  # now holds the previous output
+            _remove(staging)  # now holds the previous output
         else:
             os.rename(staging, dst)
         _fsync_dir(parent)
     except BaseException as exc:
-        shutil.rmtree(staging, ignore_errors=True)
+        _remove(staging)
         if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
             raise OutputError("the disk is full; nothing was written", file=dst,
                               hint="free space and run the conversion again") from None
