@@ -217,6 +217,8 @@ def _dataset_tensor(h5py: Any, dset: Any, path: Path, name: str) -> LazyTensor:
             raise FormatError(f"declares shape {list(shape)} ({declared} bytes) but stores {stored} bytes; "
                               "refusing a truncated dataset or shape bomb", file=path, tensor=name)
         offset = dset.id.get_offset()
+        if offset is None and declared == 0:  # HDF5 allocates no storage for an empty dataset
+            offset = 0
         if offset is None:
             raise FormatError("contiguous dataset has no data address", file=path, tensor=name)
         return FileSliceTensor(path, offset, shape, dtype, big_endian=big_endian)

@@ -141,7 +141,9 @@ def _check_dims(dims: Sequence[int], file: Path, name: str) -> tuple[int, ...]:
     shape = tuple(int(d) for d in dims)
     if any(d < 0 for d in shape):
         raise FormatError(f"negative dimension in {list(shape)}", file=file, tensor=name)
-    if math.prod(shape) > 2**62:
+    # Dimensions of size 0 are skipped: numpy refuses even an empty array whose other dimensions
+    # multiply past its index range.
+    if math.prod(max(d, 1) for d in shape) > 2**59:
         raise FormatError(f"dimensions {list(shape)} describe an impossibly large tensor", file=file, tensor=name)
     return shape
 
@@ -189,8 +191,10 @@ def safe_data_path(directory: Path, location: str, *, model: Path, tensor: str) 
 
 
 def _int_field(value: str, key: str, file: Path, name: str) -> int:
-    if not value.isdigit():
-        raise FormatError(f"external data {key} {value!r} is not a non-negative integer", file=file, tensor=name)
+    # ASCII digits only ('²'.isdigit() is true), and few enough for int() (it refuses > 4300 digits).
+    if not (value.isascii() and value.isdigit()) or len(value) > 30:
+        raise FormatError(f"external data {key} {value[:40]!r} is not a non-negative integer", file=file,
+                          tensor=name)
     return int(value)
 
 
@@ -267,10 +271,13 @@ def _iter_graphs(graph: Any) -> Iterator[Any]:
                     yield from _iter_graphs(sub)
 
 
-def _constant_tensor(node: Any, model_path: Path, data_files: list[Path]) -> LazyTensor | None:
-    """The value of a Constant node, when it is a tensor (scalars and lists become small arrays)."""
+def _constant_tensor(node: Any, model_path: Path, data_files: list[Path]) -> LazyTensor | str | None:
+    """The value of a Constant node, when it is a tensor (scalars and lists become small arrays), or
+    why it is not available (a data type llmstd does not read, such as strings)."""
     for attr in node.attribute:
         if attr.name == "value" and attr.type == 4:  # TENSOR
+            if attr.t.data_type not in ONNX_TO_DTYPE:
+                return f"ONNX data type {attr.t.data_type} is not supported"
             return tensor_from_proto(attr.t, model_path=model_path, name=node.output[0], data_files=data_files)
         if attr.name == "value_float":
             return ArrayTensor(np.array(attr.f, dtype=np.float32))
@@ -281,6 +288,28 @@ def _constant_tensor(node: Any, model_path: Path, data_files: list[Path]) -> Laz
         if attr.name == "value_ints":
             return ArrayTensor(np.array(list(attr.ints), dtype=np.int64))
     return None
+
+
+def _check_text(model: Any, path: Path) -> None:
+    """protobuf hands out a string field that is not valid UTF-8 as ``bytes``; refuse such files
+    before any name, key or location is used as text."""
+    fields: list[Any] = []
+    for prop in model.metadata_props:
+        fields += [prop.key, prop.value]
+    for graph in _iter_graphs(model.graph):
+        for tp in graph.initializer:
+            fields.append(tp.name)
+            fields += [v for kv in tp.external_data for v in (kv.key, kv.value)]
+        fields += [sp.values.name for sp in graph.sparse_initializer]
+        for node in graph.node:
+            fields += [node.name, node.op_type, node.domain, *node.input, *node.output]
+            fields += [v for prop in node.metadata_props for v in (prop.key, prop.value)]
+            fields += [attr.name for attr in node.attribute]
+            fields += [v for attr in node.attribute if attr.type == 4 for kv in attr.t.external_data
+                       for v in (kv.key, kv.value)]
+    if any(not isinstance(v, str) for v in fields):
+        raise FormatError("a name or key in the model is not valid UTF-8 text", file=path,
+                          hint="the file is corrupt; re-export the model")
 
 
 def read(path: Path) -> OnnxFile:
@@ -300,6 +329,7 @@ def read(path: Path) -> OnnxFile:
                           hint="check that the file is a complete .onnx model") from None
     if not model.HasField("graph"):
         raise FormatError("ONNX model has no graph", file=path)
+    _check_text(model, path)
     tensors: dict[str, LazyTensor] = {}
     unsupported: dict[str, str] = {}
     data_files: list[Path] = []
@@ -316,7 +346,10 @@ def read(path: Path) -> OnnxFile:
         for node in graph.node:
             if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and len(node.output) == 1:
                 value = _constant_tensor(node, path, data_files)
-                if value is not None and node.output[0] not in tensors:
+                if isinstance(value, str):
+                    if node.output[0] not in tensors:
+                        unsupported.setdefault(node.output[0], value)
+                elif value is not None and node.output[0] not in tensors:
                     tensors[node.output[0]] = value
     return OnnxFile(path=path, model=model, tensors=tensors,
                     initializers=[tp.name for tp in model.graph.initializer],

@@ -41,6 +41,8 @@ BLOCK_SIZE = 256 * 1024  # TensorFlow's table::Options default
 RESTART_INTERVAL = 16
 MAX_INDEX_BYTES = 1 << 30  # an index of 1 GiB would describe ~10 million tensors: refuse sooner
 HEADER_KEY = b""
+MAX_DECODED_FLOOR = 64 << 20  # decoded index entries may total this much plus ...
+MAX_DECODED_RATIO = 32  # ... this many times the index file size (restart interval 16 bounds real files)
 
 Progress = Callable[[str, int], None]
 
@@ -248,6 +250,8 @@ def _snappy_decompress(src: bytes, path: Path) -> bytes:
             n += 1
             if pos + n > end:
                 raise FormatError("truncated snappy literal", file=path)
+            if len(out) + n > length:
+                raise FormatError(f"snappy block decompresses past its declared {length} bytes", file=path)
             out += src[pos:pos + n]
             pos += n
             continue
@@ -266,6 +270,8 @@ def _snappy_decompress(src: bytes, path: Path) -> bytes:
             pos += width
         if off == 0 or off > len(out):
             raise FormatError("snappy copy points before the start of the block", file=path)
+        if len(out) + n > length:
+            raise FormatError(f"snappy block decompresses past its declared {length} bytes", file=path)
         for _ in range(n):  # copies may overlap their own output
             out.append(out[-off])
     if len(out) != length:
@@ -291,7 +297,9 @@ def _read_block(data: bytes, offset: int, size: int, path: Path, what: str) -> b
     raise FormatError(f"{what} uses unknown compression type {kind}", file=path, offset=offset)
 
 
-def _block_entries(block: bytes, path: Path, what: str) -> list[tuple[bytes, bytes]]:
+def _block_entries(block: bytes, path: Path, what: str, budget: int | None = None) -> list[tuple[bytes, bytes]]:
+    """The block's entries; ``budget`` caps their total key + value bytes (prefix compression lets a
+    small block describe quadratically many key bytes: each key may reuse all of the previous one)."""
     if len(block) < 4:
         raise FormatError(f"{what} is too short", file=path)
     (num_restarts,) = struct.unpack_from("<I", block, len(block) - 4)
@@ -306,6 +314,11 @@ def _block_entries(block: bytes, path: Path, what: str) -> list[tuple[bytes, byt
         value_len, pos = _varint(block, pos, limit, what, path)
         if shared > len(key) or pos + non_shared + value_len > limit:
             raise FormatError(f"malformed entry in {what}", file=path, offset=pos)
+        if budget is not None:
+            budget -= shared + non_shared + value_len
+            if budget < 0:
+                raise FormatError(f"{what} expands to more key bytes than any real checkpoint index holds",
+                                  file=path, offset=pos, hint="the .index file is damaged or malicious")
         key = key[:shared] + block[pos:pos + non_shared]
         pos += non_shared
         entries.append((key, block[pos:pos + value_len]))
@@ -339,14 +352,24 @@ def read_table(path: Path) -> list[tuple[bytes, bytes]]:
     _, _, pos = _handle(footer, 0, path)  # metaindex: unused by bundles
     index_offset, index_size, _ = _handle(footer, pos, path)
     index = _read_block(data, index_offset, index_size, path, "the index block")
+    # Decoded entries may legitimately exceed the file size (shared key prefixes), but only by about the
+    # restart interval; a hostile index could otherwise make them grow quadratically.
+    budget = MAX_DECODED_FLOOR + MAX_DECODED_RATIO * len(data)
     out: list[tuple[bytes, bytes]] = []
-    for k, (_, handle) in enumerate(_block_entries(index, path, "the index block")):
+    previous_end = 0
+    for k, (_, handle) in enumerate(_block_entries(index, path, "the index block", budget)):
         offset, block_size, _ = _handle(handle, 0, path)
         if offset + block_size > index_offset:
             raise FormatError(f"data block {k} at [{offset}, {offset + block_size}) overlaps the index block",
                               file=path, offset=offset)
-        out.extend(_block_entries(_read_block(data, offset, block_size, path, f"data block {k}"), path,
-                                  f"data block {k}"))
+        if offset < previous_end:  # blocks are written in order; a repeat would be decoded again and again
+            raise FormatError(f"data block {k} at [{offset}, {offset + block_size}) overlaps the previous data block",
+                              file=path, offset=offset, hint="the .index file is damaged")
+        previous_end = offset + block_size + BLOCK_TRAILER_BYTES
+        entries = _block_entries(_read_block(data, offset, block_size, path, f"data block {k}"), path,
+                                 f"data block {k}", budget)
+        budget -= sum(len(key) + len(value) for key, value in entries)
+        out.extend(entries)
     for (a, _), (b, _) in zip(out, out[1:]):
         if not a < b:
             raise FormatError(f"index keys are not strictly increasing at {b!r}", file=path,

@@ -673,7 +673,8 @@ def _verify_manifest(path: Path, manifest: Path, opened: _Opened, found: _Findin
         found.error("manifest_error", f"not an llmstd manifest (version {MANIFEST_VERSION})", file=manifest)
         return
     if opened.config is not None and data.get("config") != opened.config.to_dict():
-        differing = sorted(k for k, v in opened.config.to_dict().items() if (data.get("config") or {}).get(k) != v)
+        recorded_config = data.get("config") if isinstance(data.get("config"), dict) else {}
+        differing = sorted(k for k, v in opened.config.to_dict().items() if recorded_config.get(k) != v)
         found.error("manifest_config_mismatch", f"canonical config differs from the manifest in: "
                     f"{', '.join(differing) or 'its fields'}", file=manifest)
     recorded: dict[str, Any] = data["tensors"]
@@ -703,7 +704,12 @@ def _verify_manifest(path: Path, manifest: Path, opened: _Opened, found: _Findin
                       "compared tensors only", file=manifest)
         return
     current = {f["name"]: f for f in _hash_files(_root(path), opened.files)}
-    for item in data.get("files", []):
+    files = data.get("files", [])
+    if not isinstance(files, list) or not all(isinstance(i, dict) and isinstance(i.get("name"), str) for i in files):
+        found.error("manifest_error", "the manifest's 'files' is not a list of {name, sha256} records",
+                    file=manifest)
+        return
+    for item in files:
         now = current.get(item.get("name"))
         if now is None:
             found.error("manifest_file_mismatch", "recorded in the manifest but missing", file=item.get("name"))

@@ -437,3 +437,44 @@ def test_cli_check_fails_with_exit_1_naming_the_layer(sharp: SharpModels, tmp_pa
     assert "FAIL" in result.stdout and "first divergence: layer 0" in result.stdout and name in result.stdout
     usage = helpers.run_cli("check", sharp.hf_dir("mistral"), bad, "--runtime-b", "onnxruntime")
     helpers.assert_cli_error(usage, "onnxruntime")
+
+
+def test_pooler_output_is_compared_whole_even_when_its_width_equals_the_sequence_length() -> None:
+    # [batch, hidden] outputs have no positions: a mask of the same shape must not drop "padded" columns.
+    from llmstd.check import compare_output
+
+    mask = np.ones((2, 8), dtype=np.int64)
+    mask[1, 6:] = 0
+    a = np.random.default_rng(0).random((2, 8)).astype(np.float32)
+    b = a.copy()
+    b[1, 7] += 5.0
+    report = compare_output("pooler_output", a, b, mask, tolerance_for("float32"))
+    assert not report.passed and report.max_abs == pytest.approx(5.0)
+    logits = np.random.default_rng(1).random((2, 8, 4)).astype(np.float32)
+    shifted = logits.copy()
+    shifted[1, 7] += 5.0  # a padded position: ignored
+    assert compare_output("logits", logits, shifted, mask, tolerance_for("float32")).passed
+
+
+def test_malformed_token_id_objects_are_llmstd_errors(sharp: SharpModels) -> None:
+    config = llmstd.load(sharp.canonical_dir("bert")).config
+    assert config.type_vocab_size == 2
+    ok = {"input_ids": [[1, 2, 3]], "attention_mask": [[1, 1, 1]]}
+    for bad, needle in [
+        ({**ok, "token_type_ids": [[0, 5, 1]]}, "token_type_ids must lie"),
+        ({**ok, "token_type_ids": [[0, 1]]}, "shape of input_ids"),
+        ({**ok, "token_type_ids": "x"}, "list of integers"),
+        ({**ok, "input_ids": [[1.5, 2, 3]]}, "list of integers"),
+        ({**ok, "input_ids": [[1, 2, 3], [1]], "attention_mask": [[1, 1, 1], [1]]}, "list of integers"),
+        ({**ok, "attention_mask": [[2, 1, 1]]}, "0 or 1"),
+        ({"input_ids": [[]], "attention_mask": [[]]}, "equal-shaped"),
+    ]:
+        with pytest.raises(LlmstdError, match=needle):
+            inputs_from_ids(bad, [config])
+    assert inputs_from_ids({**ok, "token_type_ids": [[0, 1, 1]]}, [config]).token_type_ids.tolist() == [[0, 1, 1]]
+
+
+def test_report_with_an_infinite_tolerance_serialises(sharp: SharpModels) -> None:
+    report = check(sharp.hf_dir("gpt2"), sharp.canonical_dir("gpt2"), tolerance={"logits_max_abs": float("inf")},
+                   hidden_states=False)
+    assert report.passed and json.loads(report.to_json())["tolerance"]["logits_max_abs"] is None

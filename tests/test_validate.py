@@ -408,3 +408,14 @@ def test_cli_validate(tiny, tmp_path: Path) -> None:
     assert broken.returncode == 1
     assert "invalid" in broken.stdout and "manifest_tensor_mismatch" in broken.stdout and L0_UP in broken.stdout
     assert "nan" in broken.stdout
+
+
+def test_malformed_manifest_files_and_config_are_findings(tiny, tmp_path: Path) -> None:
+    path = copy(tiny.canonical_dir("llama"), tmp_path)
+    manifest = write_manifest(path)
+    body = json.loads(manifest.read_text())
+    body["files"], body["config"] = "model.safetensors", ["not", "an", "object"]
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps(body))
+    report = validate(path, manifest=broken)
+    assert {"manifest_error", "manifest_config_mismatch"} <= report.codes()

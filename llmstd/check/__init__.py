@@ -148,7 +148,9 @@ class CheckReport:
     def to_dict(self) -> dict[str, Any]:
         return {
             "passed": self.passed, "failures": self.failures, "a": self.a.to_dict(), "b": self.b.to_dict(),
-            "inputs": self.inputs, "dtype": self.dtype, "tolerance": self.tolerance.to_dict(),
+            "inputs": self.inputs, "dtype": self.dtype,
+            # JSON has no inf/NaN: an infinite limit (--atol inf) limits nothing, as None does.
+            "tolerance": {k: sanitise(v) for k, v in self.tolerance.to_dict().items()},
             "outputs": [o.to_dict() for o in self.outputs], "layers": [layer.to_dict() for layer in self.layers],
             "localisation": self.localisation, "first_divergence": self.first_divergence,
             "config_differences": self.config_differences,

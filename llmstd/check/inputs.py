@@ -93,6 +93,18 @@ def _check_ids(ids: np.ndarray, vocab_size: int) -> None:
         raise LlmstdError(f"token ids must lie in [0, {vocab_size}), got [{ids.min()}, {ids.max()}]")
 
 
+def _int_matrix(value: Any, what: str) -> np.ndarray:
+    """A JSON [batch, seq] list of integers as int64, or an LlmstdError (never a numpy/torch one)."""
+    try:
+        array = np.asarray(value)
+    except (ValueError, TypeError):
+        array = None
+    if array is None or array.ndim != 2 or not (array.size == 0 or array.dtype == np.bool_
+                                                or np.issubdtype(array.dtype, np.integer)):
+        raise LlmstdError(f"{what} must be a rectangular [batch, seq] list of integers")
+    return array.astype(np.int64)
+
+
 def inputs_from_ids(spec: str | Path | Sequence[Sequence[int]] | Mapping[str, Any],
                     configs: Sequence[CanonicalConfig]) -> Inputs:
     """User token ids: a list of lists (ragged rows are right-padded), a mapping with ``input_ids``
@@ -116,10 +128,12 @@ def inputs_from_ids(spec: str | Path | Sequence[Sequence[int]] | Mapping[str, An
             raise LlmstdError("token-id JSON objects need an 'input_ids' key")
         rows = data["input_ids"]
         if "attention_mask" in data:
-            ids = np.asarray(rows, dtype=np.int64)
-            mask = np.asarray(data["attention_mask"], dtype=np.int64)
-            if ids.ndim != 2 or mask.shape != ids.shape:
+            ids = _int_matrix(rows, "input_ids")
+            mask = _int_matrix(data["attention_mask"], "attention_mask")
+            if ids.ndim != 2 or mask.shape != ids.shape or not ids.size:
                 raise LlmstdError("input_ids and attention_mask must be equal-shaped [batch, seq] lists")
+            if not np.isin(mask, (0, 1)).all():
+                raise LlmstdError("attention_mask values must be 0 or 1")
             if (np.diff(mask, axis=1) > 0).any() or (mask[:, 0] == 0).any():
                 raise LlmstdError("only right padding is supported: each attention_mask row must be 1…1 0…0",
                                   hint="runtimes disagree on positions under left padding")
@@ -127,8 +141,16 @@ def inputs_from_ids(spec: str | Path | Sequence[Sequence[int]] | Mapping[str, An
             if ids.shape[1] > max_positions:
                 raise LlmstdError(f"a sequence of {ids.shape[1]} tokens exceeds max_positions = {max_positions}")
             _check_ids(ids, vocab_size)
-            types = (np.asarray(data["token_type_ids"], dtype=np.int64) if "token_type_ids" in data
+            types = (_int_matrix(data["token_type_ids"], "token_type_ids") if "token_type_ids" in data
                      else _token_types(mask, configs))
+            if "token_type_ids" in data:
+                assert types is not None
+                if types.shape != ids.shape:
+                    raise LlmstdError("token_type_ids must have the shape of input_ids")
+                type_vocab = min(c.type_vocab_size for c in configs)
+                if type_vocab > 0 and types.size and (types.min() < 0 or types.max() >= type_vocab):
+                    raise LlmstdError(f"token_type_ids must lie in [0, {type_vocab}), "
+                                      f"got [{types.min()}, {types.max()}]")
             return Inputs(ids, mask, types, "input-ids")
         data = rows
     if not isinstance(data, Sequence) or not all(isinstance(r, Sequence) and not isinstance(r, str) for r in data):

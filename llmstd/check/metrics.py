@@ -68,8 +68,9 @@ class LayerReport:
 
 
 def _select(array: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Rows of the non-padded positions: [batch, seq, ...] -> [n, ...]; others unchanged."""
-    if array.ndim >= 2 and array.shape[:2] == mask.shape:
+    """Rows of the non-padded positions: [batch, seq, features...] -> [n, features...]; others
+    (a pooler output [batch, hidden], even when hidden == seq) unchanged."""
+    if array.ndim > mask.ndim and array.shape[:2] == mask.shape:
         return array[mask.astype(bool)]
     return array
 

@@ -270,6 +270,8 @@ class _Recovery:
         if self.config_scope is None:
             self._add(hf_name, _Claim(tensor, use.tensor, (use.tensor, "?"), "probe"))
             return True
+        if use.transposed and len(tensor.shape) != 2:
+            return False  # a Transpose without perm reverses every axis: a matrix flip only in 2-D
         operand, path = (_transpose(tensor), "T") if use.transposed else (tensor, "")
         canonical_layout, path = self._canonical_layout(use, spec, operand, path)
         if canonical_layout is None:
@@ -368,6 +370,8 @@ class _Recovery:
                 if inputs[roles.NORM_BIAS_INPUT[op]]:
                     return None
                 proofs.append(f"{op} '{node.name}' has no bias input")
+            elif not node.output:
+                continue
             elif op in roles.LINEAR_BIAS_INPUT or (op == "MatMul" and self._reads_parameter(node, 1)):
                 if op in roles.LINEAR_BIAS_INPUT and inputs[roles.LINEAR_BIAS_INPUT[op]]:
                     return None

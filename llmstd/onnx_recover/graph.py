@@ -24,7 +24,7 @@ class Use:
 
     @property
     def where(self) -> str:
-        return f"{self.node.op_type} '{self.node.name or self.node.output[0]}'"
+        return f"{self.node.op_type} '{self.node.name or (self.node.output[0] if self.node.output else '')}'"
 
 
 def _attr(node: Any, name: str, default: Any = None) -> Any:
@@ -54,7 +54,7 @@ def node_scope(node: Any) -> str | None:
         if prop.key == roles.SCOPES_METADATA_KEY:
             try:
                 scopes = ast.literal_eval(prop.value)
-            except (ValueError, SyntaxError):
+            except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
                 return None
             if isinstance(scopes, list) and len(scopes) >= 2 and scopes[0] == "" and all(
                     isinstance(s, str) for s in scopes):
@@ -93,6 +93,8 @@ class GraphIndex:
             value, transposed, depth = stack.pop()
             for node, k in self.consumers.get(value, []):
                 if node.op_type in roles.PASS_THROUGH and node.domain in ("", "ai.onnx") and depth < 8:
+                    if not node.output:
+                        continue  # a malformed node: nothing reads what it passes on
                     if node.op_type == "Transpose":
                         perm = _attr(node, "perm")
                         if perm not in (None, [1, 0]):
