@@ -257,6 +257,9 @@ class _Recovery:
         spec = roles.OPERAND_ROLES.get((use.node.op_type, use.index))
         if spec is None or use.scope is None:
             return False
+        if use.node.op_type == "Gemm" and (attribute(use.node, "alpha", 1.0) != 1.0
+                                           or attribute(use.node, "beta", 1.0) != 1.0):
+            return False  # Gemm scales its operands: the stored tensor is not the parameter itself
         module = _strip(use.scope, self.prefix)
         if module is None:
             return False
