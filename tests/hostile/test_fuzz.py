@@ -101,11 +101,11 @@ def _canonical(d: Path) -> None:
             shutil.copy(p, d / p.name)
 
 
-def _converted_to(to: str) -> Callable[[Path], None]:
+def _converted_to(to: str, **options: str) -> Callable[[Path], None]:
     def build(d: Path) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "out"
-            llmstd.convert(EXAMPLE, out, to=to)
+            llmstd.convert(EXAMPLE, out, to=to, **options)  # type: ignore[arg-type]
             for p in out.iterdir():
                 shutil.copy(p, d / p.name)
 
@@ -122,6 +122,9 @@ TARGETS = {
     "tf-h5": (_converted_to("tf-h5"), "tf_model.h5"),
     "tf-ckpt-index": (_converted_to("tf-ckpt"), "model.ckpt.index"),
     "tf-ckpt-data": (_converted_to("tf-ckpt"), "model.ckpt.data-00000-of-00001"),
+    # A tiny --shard-size puts every weight in model.onnx.data, so both files are exercised.
+    "onnx-graph": (_converted_to("onnx", shard_size="1KB"), "model.onnx"),
+    "onnx-external-data": (_converted_to("onnx", shard_size="1KB"), "model.onnx.data"),
 }
 
 
