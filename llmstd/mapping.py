@@ -16,7 +16,7 @@ from llmstd import transforms, vocab
 from llmstd.config import CanonicalConfig
 from llmstd.errors import MappingError, name_list
 from llmstd.maps import DialectName, Entry, NamingMap
-from llmstd.tensors import DerivedTensor, FileSliceTensor, LazyTensor
+from llmstd.tensors import DerivedTensor, LazyTensor, same_bytes
 
 
 @dataclass
@@ -94,15 +94,6 @@ class DialectMatcher:
 
     def unmatched(self, names: list[str]) -> list[str]:
         return [n for n in names if self.match(n) is None and self.ignore_reason(n) is None]
-
-
-def _same_bytes(a: LazyTensor, b: LazyTensor) -> bool:
-    if a.shape != b.shape or a.dtype != b.dtype:
-        return False
-    if isinstance(a, FileSliceTensor) and isinstance(b, FileSliceTensor):
-        if a.path == b.path and a.offset == b.offset:
-            return True
-    return bool(np.array_equal(a.load().view(np.uint8), b.load().view(np.uint8)))
 
 
 def to_canonical(
@@ -191,7 +182,7 @@ def to_canonical(
         )
     # Tied duplicates (e.g. lm_head.weight kept next to the embeddings in .bin files) must be equal.
     for name, target in report.duplicates_dropped:
-        if not _same_bytes(tensors[name], out[target]):
+        if not same_bytes(tensors[name], out[target]):
             raise MappingError(
                 f"the config ties this tensor to '{target}', but their values differ",
                 tensor=name, file=source,
@@ -199,11 +190,30 @@ def to_canonical(
             )
     for name, m in aliases:
         primary = _instantiate(m.dname.name, prefix, m.layer)
-        if primary not in tensors or not _same_bytes(tensors[name], tensors[primary]):
+        if primary not in tensors or not same_bytes(tensors[name], tensors[primary]):
             raise MappingError(f"is declared an alias of '{primary}' but differs from it or it is missing",
                                tensor=name, file=source)
         report.duplicates_dropped.append((name, primary))
     return {c: out[c] for c in expected}, report
+
+
+def require_canonical_set(tensors: Mapping[str, object], config: CanonicalConfig, *, source: str | None = None,
+                          hint: str | None = None) -> None:
+    """Raise MappingError unless ``tensors`` holds exactly the canonical tensors ``config`` stores, each
+    with the shape the config implies (values may be lazy tensors or arrays: only ``.shape`` is read)."""
+    expected = vocab.expected_tensors(config)
+    missing = [n for n in expected if n not in tensors]
+    unexpected = sorted(n for n in tensors if n not in expected)
+    if missing or unexpected:
+        parts = ([f"missing {name_list(missing)}"] if missing else []) + (
+            [f"unexpected {name_list(unexpected)}"] if unexpected else [])
+        raise MappingError(f"tensors do not match the canonical config: {'; '.join(parts)}",
+                           names=missing + unexpected, file=source, hint=hint)
+    for name, shape in expected.items():
+        got = tuple(getattr(tensors[name], "shape"))
+        if got != shape:
+            raise MappingError(f"shape {list(got)} differs from {list(shape)} implied by the config",
+                               tensor=name, file=source, hint=hint)
 
 
 class _FanOut:

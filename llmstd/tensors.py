@@ -171,6 +171,19 @@ class CastTensor(LazyTensor):
         return cast(self.source.load(), self.dtype, tensor=self._name, force=self._force)
 
 
+
+def same_bytes(a: LazyTensor, b: LazyTensor) -> bool:
+    """True when two tensors hold exactly the same bytes (dtype and shape included); used to verify
+    that a tied copy or an alias really duplicates its twin before one of them is dropped."""
+    if a is b:
+        return True
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    if isinstance(a, FileSliceTensor) and isinstance(b, FileSliceTensor) and (a.path, a.offset) == (b.path, b.offset):
+        return True  # the same bytes of the same file (e.g. a shared storage in a .bin)
+    return bool(np.array_equal(np.ascontiguousarray(a.load()).view(np.uint8),
+                               np.ascontiguousarray(b.load()).view(np.uint8)))
+
 def stream(entries: Sequence[tuple[str, LazyTensor]], *, copyable: Callable[[LazyTensor], bool] = lambda t: False,
            ) -> Iterator[tuple[str, LazyTensor, np.ndarray | None]]:
     """Yield ``(name, tensor, array)`` in order, loading the next tensor on a second thread while the

@@ -61,7 +61,7 @@ from llmstd.errors import LlmstdError
 from llmstd.formats import common
 from llmstd.jsonfile import read_json_object
 from llmstd.mapping import DialectMatcher
-from llmstd.tensors import DerivedTensor, LazyTensor
+from llmstd.tensors import DerivedTensor, LazyTensor, same_bytes
 
 MANIFEST_NAME = "llmstd-manifest.json"
 MANIFEST_VERSION = 1
@@ -354,11 +354,11 @@ def _map_hf(matcher: DialectMatcher, tensors: dict[str, LazyTensor], opened: _Op
             opened.source_of[cname] = name
     _missing(expected, seen, tied, found)
     for name, target in duplicates:
-        if target in opened.canonical and not _same_values(tensors[name], opened.canonical[target]):
+        if target in opened.canonical and not same_bytes(tensors[name], opened.canonical[target]):
             found.error("tie_mismatch", f"the config ties it to '{target}', but the stored values differ",
                         tensor=name)
     for name, primary in aliases:
-        if primary not in tensors or not _same_values(tensors[name], tensors[primary]):
+        if primary not in tensors or not same_bytes(tensors[name], tensors[primary]):
             found.error("alias_mismatch", f"is declared an alias of '{primary}' but differs from it or it is missing",
                         tensor=name)
 
@@ -378,13 +378,6 @@ def _missing(expected: Mapping[str, tuple[int, ...]], seen: set[str], tied: Mapp
                         f"'{name}' is stored; set it true if the head shares '{vocab.TIED[name]}'", tensor=name)
         else:
             found.error("missing_tensor", "required by the config but not stored", tensor=name)
-
-
-def _same_values(a: LazyTensor, b: LazyTensor) -> bool:
-    if a.shape != b.shape or a.dtype != b.dtype:
-        return False
-    return bool(np.array_equal(np.ascontiguousarray(a.load()).view(np.uint8),
-                               np.ascontiguousarray(b.load()).view(np.uint8)))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -536,7 +529,7 @@ def _check_tying(opened: _Opened, found: _Findings) -> None:
         return
     for tied, target in vocab.TIED.items():
         a, b = opened.canonical.get(tied), opened.canonical.get(target)
-        if a is not None and b is not None and _same_values(a, b):
+        if a is not None and b is not None and same_bytes(a, b):
             found.warning("tie_redundant", f"equals '{target}' bit for bit, but the config says untied; set "
                           "tie_word_embeddings = true to store it once", tensor=tied)
 

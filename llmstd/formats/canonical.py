@@ -17,9 +17,9 @@ from llmstd import __version__, vocab
 from llmstd.checkpoint import Checkpoint
 from llmstd.config import CanonicalConfig
 from llmstd.converters import safetensors_io, shard_index
-from llmstd.errors import FormatError, MappingError, SpecVersionError, name_list
+from llmstd.errors import FormatError, MappingError, SpecVersionError
 from llmstd.formats import Format, WriteOptions, common, register
-from llmstd.mapping import MappingReport
+from llmstd.mapping import MappingReport, require_canonical_set
 from llmstd.tensors import LazyTensor
 
 STEM = "canonical"
@@ -107,31 +107,13 @@ def read(path: Path, arch: str | None = None) -> Checkpoint:
     config = CanonicalConfig.from_dict(json_field(meta, KEY_CONFIG, first_path), source=str(first_path))
     if arch and arch != config.architecture:
         raise MappingError(f"checkpoint is '{config.architecture}', not '{arch}'", file=first_path)
-    _check_tensor_set(tensors, config, first_path)
+    require_canonical_set(tensors, config, source=str(first_path))
     expected = vocab.expected_tensors(config)
     report = MappingReport(transforms=json_field(meta, KEY_TRANSFORMS, first_path))
     return Checkpoint(path=path, format="canonical", container=container, dialect="canonical", config=config,
                       tensors={n: tensors[n] for n in expected}, files=files, source_names=tensors, report=report,
                       sidecars=common.sidecars_in(directory),
                       provenance=json_field(meta, KEY_PROVENANCE, first_path))
-
-
-def _check_tensor_set(tensors: dict[str, LazyTensor], config: CanonicalConfig, source: Path) -> None:
-    expected = vocab.expected_tensors(config)
-    missing = [n for n in expected if n not in tensors]
-    unexpected = sorted(n for n in tensors if n not in expected)
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"missing {name_list(missing)}")
-        if unexpected:
-            parts.append(f"unexpected {name_list(unexpected)}")
-        raise MappingError(f"tensors do not match the canonical config: {'; '.join(parts)}",
-                           names=missing + unexpected, file=source)
-    for name, shape in expected.items():
-        if tensors[name].shape != shape:
-            raise MappingError(f"shape {list(tensors[name].shape)} differs from {list(shape)} implied by the config",
-                               tensor=name, file=source)
 
 
 def provenance_for(ckpt: Checkpoint, hashes: dict[Path, str] | None) -> dict[str, Any]:

@@ -38,7 +38,7 @@ from llmstd.formats.canonical import (
 )
 from llmstd.formats.canonical import metadata as canonical_metadata
 from llmstd.jsonfile import dumps
-from llmstd.mapping import MappingReport
+from llmstd.mapping import MappingReport, require_canonical_set
 from llmstd.tensors import LazyTensor
 
 MODEL = "model.onnx"
@@ -93,21 +93,14 @@ def _read_own(path: Path, f: onnx_io.OnnxFile, arch: str | None) -> Checkpoint:
     config = CanonicalConfig.from_dict(json_field(meta, KEY_CONFIG, source), source=str(source))
     if arch and arch != config.architecture:
         raise MappingError(f"checkpoint is '{config.architecture}', not '{arch}'", file=source)
+    # The graph's own constants carry OWN_PREFIX; every other initializer must be a canonical tensor.
+    # An initializer of a dtype llmstd cannot read counts as unexpected, or as missing if it is expected.
     expected = vocab.expected_tensors(config)
-    initializers = {n: f.tensors[n] for n in f.initializers if n in f.tensors}
-    missing = [n for n in expected if n not in initializers]
-    foreign = sorted(n for n in f.initializers if n not in expected and not n.startswith(OWN_PREFIX))
-    if missing or foreign:
-        parts = ([f"missing {', '.join(missing)}"] if missing else []) + (
-            [f"unexpected {', '.join(foreign)}"] if foreign else [])
-        raise MappingError(f"initializers do not match the canonical config in the metadata: {'; '.join(parts)}",
-                           names=missing + foreign, file=source,
-                           hint="the graph was edited after llmstd wrote it; convert from the original checkpoint")
-    for name, shape in expected.items():
-        if initializers[name].shape != shape:
-            raise MappingError(f"shape {list(initializers[name].shape)} differs from {list(shape)} implied by the "
-                               "config", tensor=name, file=source)
-    tensors: dict[str, LazyTensor] = {n: initializers[n] for n in expected}
+    named = {n: f.tensors.get(n) for n in f.initializers if not n.startswith(OWN_PREFIX)}
+    require_canonical_set({n: t for n, t in named.items() if t is not None or n not in expected}, config,
+                          source=str(source),
+                          hint="the graph was edited after llmstd wrote it; convert from the original checkpoint")
+    tensors: dict[str, LazyTensor] = {n: named[n] for n in expected}  # type: ignore[misc]
     report = MappingReport(transforms=json_field(meta, KEY_TRANSFORMS, source)) if KEY_TRANSFORMS in meta else MappingReport()
     directory = path if path.is_dir() else path.parent
     return Checkpoint(path=path, format="onnx", container=f.container, dialect="canonical", config=config,

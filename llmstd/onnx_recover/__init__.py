@@ -55,7 +55,7 @@ from llmstd.mapping import DialectMatcher, MappingReport, from_canonical, to_can
 from llmstd.maps import DialectName, Entry, Head, NamingMap
 from llmstd.onnx_recover import roles
 from llmstd.onnx_recover.graph import GraphIndex, Use, attribute
-from llmstd.tensors import ArrayTensor, DerivedTensor, LazyTensor
+from llmstd.tensors import ArrayTensor, DerivedTensor, LazyTensor, same_bytes
 
 DIALECT = "hf"  # recovered parameters are named in this dialect of the naming map, then mapped
 CONFIG = "config.json"
@@ -97,15 +97,6 @@ class _ShapeOnly(LazyTensor):
 
     def load(self) -> np.ndarray:  # pragma: no cover - never loaded
         raise AssertionError("shape-only placeholder loaded")
-
-
-def _same_bytes(a: LazyTensor, b: LazyTensor) -> bool:
-    if a is b:
-        return True
-    if a.shape != b.shape or a.dtype != b.dtype:
-        return False
-    return bool(np.array_equal(np.ascontiguousarray(a.load()).view(np.uint8),
-                               np.ascontiguousarray(b.load()).view(np.uint8)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -346,7 +337,7 @@ class _Recovery:
                 if other.key in seen:
                     continue
                 seen.add(other.key)
-                if not _same_bytes(first.tensor, other.tensor):
+                if not same_bytes(first.tensor, other.tensor):
                     raise MappingError(
                         f"the graph gives two different values for '{hf_name}': {first.evidence} and "
                         f"{other.evidence}", tensor=other.source, file=self.f.path,

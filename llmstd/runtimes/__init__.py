@@ -16,7 +16,7 @@ import numpy as np
 
 from llmstd import vocab
 from llmstd.config import CanonicalConfig
-from llmstd.errors import MappingError, name_list
+from llmstd.mapping import require_canonical_set
 from llmstd.tensors import LazyTensor
 
 
@@ -25,17 +25,7 @@ def canonical_arrays(tensors: Mapping[str, LazyTensor | np.ndarray],
     """Yield every stored canonical tensor of ``config`` as a numpy array, in canonical order,
     after checking that exactly the expected tensors are present with the expected shapes.
     Tied tensors are not yielded: see :func:`llmstd.vocab.tied_tensors`."""
-    expected = vocab.expected_tensors(config)
-    missing = [n for n in expected if n not in tensors]
-    unexpected = sorted(set(tensors) - set(expected))
-    if missing or unexpected:
-        raise MappingError(f"tensors do not match the canonical config (missing {name_list(missing)}; "
-                           f"unexpected {name_list(unexpected)})", names=missing + unexpected,
-                           hint="validate the checkpoint with `llmstd validate`")
-    for name, shape in expected.items():
+    require_canonical_set(tensors, config, hint="validate the checkpoint with `llmstd validate`")
+    for name in vocab.expected_tensors(config):
         source = tensors[name]
-        array = source.load() if isinstance(source, LazyTensor) else np.asarray(source)
-        if tuple(array.shape) != shape:
-            raise MappingError(f"shape {list(array.shape)} differs from {list(shape)} implied by the config",
-                               tensor=name)
-        yield name, array
+        yield name, source.load() if isinstance(source, LazyTensor) else np.asarray(source)
