@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from llmstd import expr
+from llmstd.transpose import transpose2d
 
 Shape = tuple[int, ...]
 
@@ -59,21 +60,6 @@ def _transpose_shape(shapes: list[Shape], _: dict[str, Any]) -> list[Shape]:
     if len(s) != 2:
         raise TransformError(f"transpose needs a 2-D tensor, got shape {s}")
     return [(s[1], s[0])]
-
-
-_TILE = 256
-
-
-def transpose2d(x: np.ndarray) -> np.ndarray:
-    """A contiguous transpose of a matrix, copied in square tiles: a plain strided copy of a large
-    matrix misses the cache on every element and runs ~2.5x slower."""
-    if x.size < _TILE * _TILE:
-        return np.ascontiguousarray(x.T)
-    out = np.empty((x.shape[1], x.shape[0]), dtype=x.dtype)
-    for i in range(0, x.shape[0], _TILE):
-        for j in range(0, x.shape[1], _TILE):
-            out[j:j + _TILE, i:i + _TILE] = x[i:i + _TILE, j:j + _TILE].T
-    return out
 
 
 _register(TransformKind(

@@ -56,6 +56,7 @@ from llmstd.maps import DialectName, Entry, Head, NamingMap
 from llmstd.onnx_recover import roles
 from llmstd.onnx_recover.graph import GraphIndex, Use, attribute
 from llmstd.tensors import ArrayTensor, DerivedTensor, LazyTensor, same_bytes
+from llmstd.transpose import transpose2d
 
 DIALECT = "hf"  # recovered parameters are named in this dialect of the naming map, then mapped
 CONFIG = "config.json"
@@ -74,7 +75,7 @@ class _Transposed(LazyTensor):
         self.dtype = source.dtype
 
     def load(self) -> np.ndarray:
-        return np.ascontiguousarray(self.source.load().T)
+        return transpose2d(self.source.load())
 
 
 def _transpose(t: LazyTensor) -> LazyTensor:
