@@ -39,7 +39,7 @@ test: install-test
 # Scale benchmark (several GB of generated checkpoints under BENCH_DIR); writes benchmarks/RESULTS.md.
 BENCH_DIR ?= /tmp/llmstd-bench
 bench: install-test
-	$(PY) benchmarks/bench.py --workdir $(BENCH_DIR) --runs 3
+	$(PY) benchmarks/bench.py --workdir $(BENCH_DIR) --runs 5
 
 # Longer fuzzing of every reader (the suite runs a bounded number of examples per reader).
 fuzz: install-test

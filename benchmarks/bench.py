@@ -1,12 +1,16 @@
 """Scale benchmark: llmstd's conversions on realistic checkpoint shapes, side by side with `cp -r`
 (the physical floor) and Hugging Face's own route to the same result, in one run.
 
-    python benchmarks/bench.py --workdir /tmp/llmstd-bench --runs 3          # full (make bench)
+    python benchmarks/bench.py --workdir /tmp/llmstd-bench --runs 5          # full (make bench)
     python benchmarks/bench.py --workdir /tmp/x --runs 1 --shapes llama-tiny --smoke
 
-Writes benchmarks/RESULTS.md (or --results PATH): machine, date, exact commands, medians of the
-runs, and each target checked: wall <= 1.5x cp (canonical) / 2.5x cp (tf-h5, onnx); peak RSS <=
-2 x largest tensor + 600 MB; peak RSS >= 3x lower than Hugging Face's route.
+Commands run in rounds: each round runs every command once, in the order listed, so slow drifts of
+the machine (disk, host) reach every row alike; each command starts from a settled machine (see
+measure.settle). Writes benchmarks/RESULTS.md (or --results PATH): machine, date, exact commands,
+medians of the rounds, and each target checked: wall <= 1.5x cp (canonical) / 2.5x cp (tf-h5, onnx)
+against both floors, `cp -r` (data left in the page cache) and `cp -r && sync` (data on disk, as
+llmstd's fsync leaves it); peak RSS <= 2 x largest tensor + 600 MB; peak RSS >= 3x lower than
+Hugging Face's route.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import json
 import os
 import platform
 import shlex
+import statistics
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -24,12 +29,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from make_checkpoint import make  # noqa: E402
-from measure import Sample, median_of, remove  # noqa: E402
+from measure import Sample, balloon_reporting, run_once, settle  # noqa: E402
 
 HERE = Path(__file__).parent
 PYTHON = sys.executable
 LLMSTD = str(Path(sys.executable).parent / "llmstd")
-HF_ROUTES = Path(__file__).parent / "hf_routes.py"
+HF_ROUTES = HERE / "hf_routes.py"
+HASH_SOURCES = HERE / "hash_sources.py"
 
 # shape -> (dtype, shard size) of the generated Hugging Face source checkpoint
 SOURCES = {
@@ -39,17 +45,24 @@ SOURCES = {
     "llama-tiny": ("bfloat16", None),
 }
 WALL_TARGET = {"canonical": 1.5, "tf-h5": 2.5, "onnx": 2.5}
+CP = "cp -r"
+CP_SYNC = "cp -r && sync (durable floor)"
 
 
 @dataclass
 class Row:
     label: str
     command: list[str]
-    sample: Sample
-    runs: list[Sample]
+    output: Path | None  # removed before each run
     target: str | None = None  # format, for the wall-time target
     hf_route_of: str | None = None
+    runs: list[Sample] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def sample(self) -> Sample:
+        return Sample(statistics.median(s.seconds for s in self.runs),
+                      statistics.median(s.peak_rss_mb for s in self.runs))
 
 
 def _available_formats() -> list[str]:
@@ -64,33 +77,22 @@ def _largest_tensor_mb(path: Path) -> float:
     return max(t.nbytes for t in llmstd.load(path).values()) / 1e6
 
 
-def bench_shape(shape: str, workdir: Path, runs: int, with_hf: bool, with_check: bool) -> tuple[list[Row], dict]:
-    dtype, shard = SOURCES[shape]
-    src = workdir / f"{shape}-hf"
-    if not src.exists():
-        make(shape, src, dtype, shard)
-    size = sum(p.stat().st_size for p in src.iterdir())
-    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="3", HF_HUB_OFFLINE="1")
-    rows: list[Row] = []
-
-    def measure(label: str, argv: list[str], out: Path, **kw: object) -> Row:
-        sample, samples = median_of(runs, argv, before=remove(out), env=env)
-        row = Row(label, argv, sample, samples, **kw)  # type: ignore[arg-type]
-        rows.append(row)
-        print(f"  {label:40s} {sample.seconds:8.2f} s {sample.peak_rss_mb:8.0f} MB", flush=True)
-        return row
-
-    print(f"{shape}: {size / 1e9:.2f} GB", flush=True)
-    measure("cp -r", ["cp", "-r", str(src), str(workdir / "cp")], workdir / "cp")
-    # llmstd fsyncs what it writes before renaming it into place; cp leaves the data in the page cache.
-    measure("cp -r && sync (durable floor)", ["sh", "-c", f"cp -r '{src}' '{workdir / 'cp'}' && sync"], workdir / "cp")
+def _rows_for(shape: str, src: Path, workdir: Path, with_hf: bool, with_check: bool,
+              env: dict[str, str]) -> list[Row]:
+    rows = [
+        Row(CP, ["cp", "-r", str(src), str(workdir / "cp")], workdir / "cp"),
+        Row(CP_SYNC, ["sh", "-c", f"cp -r '{src}' '{workdir / 'cp'}' && sync"], workdir / "cp"),
+        Row("sha256 of the source files, every core (provenance hashing alone)", [PYTHON, str(HASH_SOURCES), str(src)], None),
+    ]
     formats = [f for f in ("canonical", "tf-h5", "onnx") if f in _available_formats()]
     for fmt in formats:
         out, back = workdir / f"{shape}-{fmt}", workdir / f"{shape}-{fmt}-back"
         # ONNX: weights in one external data file whatever the size (--shard-size caps model.onnx).
         extra = ["--shard-size", "1MB"] if fmt == "onnx" else []
-        measure(f"llmstd HF -> {fmt}", [LLMSTD, "convert", str(src), str(out), "--to", fmt, *extra], out, target=fmt)
-        measure(f"llmstd {fmt} -> HF", [LLMSTD, "convert", str(out), str(back), "--to", "hf"], back, target=fmt)
+        rows.append(Row(f"llmstd HF -> {fmt}", [LLMSTD, "convert", str(src), str(out), "--to", fmt, *extra], out,
+                        target=fmt))
+        rows.append(Row(f"llmstd {fmt} -> HF", [LLMSTD, "convert", str(out), str(back), "--to", "hf"], back,
+                        target=fmt))
     if with_hf:
         for fmt in ("tf-h5", "onnx"):
             out = workdir / f"{shape}-hf-route-{fmt}"
@@ -99,16 +101,40 @@ def bench_shape(shape: str, workdir: Path, runs: int, with_hf: bool, with_check:
             if probe.returncode != 0:
                 print(f"  Hugging Face route to {fmt}: none for {shape} ({probe.stdout.strip()})")
                 continue
-            measure(f"Hugging Face route -> {fmt}", argv, out, hf_route_of=f"llmstd HF -> {fmt}")
+            rows.append(Row(f"Hugging Face route -> {fmt}", argv, out, hf_route_of=f"llmstd HF -> {fmt}"))
     if with_check and "canonical" in formats:
-        out = workdir / f"{shape}-canonical"
-        if not out.exists():
-            subprocess.run([LLMSTD, "convert", str(src), str(out), "--to", "canonical"], check=True)
+        # runs after "llmstd HF -> canonical" in the same round, so its output is there
         report = workdir / f"{shape}-check.json"
-        measure("llmstd check HF vs canonical", [LLMSTD, "check", str(src), str(out), "--json", str(report)],
-                workdir / "none")
-        rows[-1].notes.append(_check_summary(report))
-    info = {"shape": shape, "dtype": dtype, "shard": shard, "bytes": size, "largest_tensor_mb": _largest_tensor_mb(src)}
+        rows.append(Row("llmstd check HF vs canonical",
+                        [LLMSTD, "check", str(src), str(workdir / f"{shape}-canonical"), "--json", str(report)], None))
+    return rows
+
+
+def bench_shape(shape: str, workdir: Path, runs: int, with_hf: bool, with_check: bool) -> tuple[list[Row], dict]:
+    dtype, shard = SOURCES[shape]
+    src = workdir / f"{shape}-hf"
+    if not src.exists():
+        make(shape, src, dtype, shard)
+    size = sum(p.stat().st_size for p in src.iterdir())
+    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="3", HF_HUB_OFFLINE="1")
+    prime = 2 * size + 2**30  # what a conversion writes to the page cache, plus its working memory
+    print(f"{shape}: {size / 1e9:.2f} GB", flush=True)
+    rows = _rows_for(shape, src, workdir, with_hf, with_check, env)
+    for path in src.iterdir():  # every row then reads its sources from the page cache
+        with open(path, "rb") as fh:
+            while fh.read(1 << 24):
+                pass
+    for round_no in range(1, runs + 1):
+        for row in rows:
+            settle(row.output, prime)
+            row.runs.append(run_once(row.command, env))
+            print(f"  [{round_no}/{runs}] {row.label:55s} {row.runs[-1].seconds:8.2f} s "
+                  f"{row.runs[-1].peak_rss_mb:8.0f} MB", flush=True)
+    for row in rows:
+        if row.label.startswith("llmstd check"):
+            row.notes.append(_check_summary(workdir / f"{shape}-check.json"))
+    info = {"shape": shape, "dtype": dtype, "shard": shard, "bytes": size, "prime": prime,
+            "largest_tensor_mb": _largest_tensor_mb(src)}
     return rows, info
 
 
@@ -126,17 +152,17 @@ def _check_summary(report_path: Path) -> str:
 
 def _verdicts(rows: list[Row], info: dict) -> list[str]:
     by_label = {r.label: r for r in rows}
-    cp = by_label["cp -r"].sample.seconds
-    durable = by_label["cp -r && sync (durable floor)"].sample.seconds
+    cp = by_label[CP].sample.seconds
+    durable = by_label[CP_SYNC].sample.seconds
     rss_limit = 2 * info["largest_tensor_mb"] + 600
     lines = []
     for row in rows:
         checks = []
         if row.target:
-            limit = WALL_TARGET[row.target] * cp
-            checks.append(f"wall {row.sample.seconds / cp:.2f}x cp (target <= {WALL_TARGET[row.target]}x): "
-                          f"{'PASS' if row.sample.seconds <= limit else 'FAIL'} "
-                          f"({row.sample.seconds / durable:.2f}x cp && sync)")
+            limit, wall = WALL_TARGET[row.target], row.sample.seconds
+            for floor_name, floor in (("cp -r && sync", durable), ("cp -r", cp)):
+                checks.append(f"wall {wall / floor:.2f}x {floor_name} (target <= {limit}x): "
+                              f"{'PASS' if wall <= limit * floor else 'FAIL'}")
             checks.append(f"peak RSS {row.sample.peak_rss_mb:.0f} MB (target <= {rss_limit:.0f} MB): "
                           f"{'PASS' if row.sample.peak_rss_mb <= rss_limit else 'FAIL'}")
         if row.hf_route_of and row.hf_route_of in by_label:
@@ -172,7 +198,14 @@ def write_results(path: Path, results: list[tuple[list[Row], dict]], runs: int, 
         f"- date: {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
         f"- machine: {_machine()}",
         f"- command: `{shlex.join(argv)}`",
-        f"- medians of {runs} run(s) per row; warm page cache; peak RSS of the command's own process (GNU time %M)",
+        f"- {runs} round(s); each round runs every command once in the order listed; a row's figures are the "
+        "medians over the rounds; peak RSS is the command's own process's (GNU time %M)",
+        "- before every command: its previous output removed, `sync`, sources in the page cache, and free memory "
+        "primed (see benchmarks/measure.py)"
+        + (" -- this VM's host reclaims freed guest memory (virtio-balloon free page reporting), which without "
+           "priming makes the same `cp -r` vary ~8x" if balloon_reporting() else ""),
+        "- `cp -r` leaves the copy in the page cache; `cp -r && sync` puts it on disk, as llmstd does (it fsyncs "
+        "before the atomic rename), so each wall-time target is checked against both",
         "",
     ]
     for rows, info in results:
@@ -197,7 +230,7 @@ def write_results(path: Path, results: list[tuple[list[Row], dict]], runs: int, 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/llmstd-bench"))
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--shapes", default="llama-1.1b,gpt2-medium")
     parser.add_argument("--results", type=Path, default=HERE / "RESULTS.md")
     parser.add_argument("--no-hf", action="store_true", help="skip Hugging Face's routes")

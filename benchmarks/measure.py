@@ -1,19 +1,25 @@
-"""Wall time and peak RSS of one command, measured for that command alone.
+"""Wall time and peak RSS of one command, measured for that command alone, from a settled machine.
 
 GNU time measures its own child, which it forks from a small process, so the figure is the
 command's own high-water mark and not the (possibly large) benchmark driver's, which a fork from
 Python would inherit in ru_maxrss.
+
+Before every timed command :func:`settle` puts the machine in the same state: the previous output
+removed, every dirty page written (``sync``), and free memory *primed*. Priming matters on virtual
+machines whose host reclaims memory the guest has freed (virtio-balloon free page reporting): there,
+the first touch of reclaimed memory costs ~1 s per GB, so the same ``cp -r`` of 2.2 GB took 0.5 s or
+4-5 s depending on how long the machine had idled before. Touching and releasing enough memory just
+before the command gives every command the host-backed free memory a bare-metal machine has.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import statistics
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,20 +44,31 @@ def run_once(argv: Sequence[str], env: dict[str, str] | None = None, timeout: fl
     return Sample(seconds, peak_kib / 1024)
 
 
-def median_of(runs: int, argv: Sequence[str], *, before: Callable[[], None] | None = None,
-              env: dict[str, str] | None = None, timeout: float | None = None) -> tuple[Sample, list[Sample]]:
-    samples = []
-    for _ in range(runs):
-        if before:
-            before()
-        samples.append(run_once(argv, env, timeout))
-    median = Sample(statistics.median(s.seconds for s in samples), statistics.median(s.peak_rss_mb for s in samples))
-    return median, samples
+def available_memory() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    return 0
 
 
-def remove(path: Path) -> Callable[[], None]:
-    def clear() -> None:
-        shutil.rmtree(path, ignore_errors=True)
-        os.sync()  # start each run with the previous run's dirty pages on disk
+def balloon_reporting() -> bool:
+    """True on a VM whose host takes back freed guest memory (virtio-balloon free page reporting)."""
+    return Path("/sys/module/page_reporting").is_dir() and Path("/sys/bus/virtio/drivers/virtio_balloon").is_dir()
 
-    return clear
+
+def prime_memory(nbytes: int) -> None:
+    """Touch ``nbytes`` of fresh memory and release it, so the next process finds it host-backed."""
+    import numpy as np
+
+    nbytes = min(nbytes, available_memory() // 2)
+    if nbytes > 0:
+        block = np.ones(nbytes, dtype=np.uint8)  # writes every page
+        del block  # munmap: the pages go back to the kernel's free lists, still backed
+
+
+def settle(output: Path | None, prime_bytes: int) -> None:
+    """Remove ``output``, flush every dirty page, then prime memory (see the module docstring)."""
+    if output is not None:
+        shutil.rmtree(output, ignore_errors=True)
+    os.sync()
+    prime_memory(prime_bytes)

@@ -1,6 +1,6 @@
 """Linux system calls the standard library does not expose, with harmless fallbacks elsewhere:
 ``renameat2(RENAME_EXCHANGE)`` for atomically replacing a directory, and ``sync_file_range`` for
-starting writeback early."""
+starting writeback early; plus the number of cores this process may run on."""
 
 from __future__ import annotations
 
@@ -43,3 +43,11 @@ def sync_file_range(fd: int, offset: int, nbytes: int) -> None:
     if call is not None:
         call.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
         call(fd, offset, nbytes, _SYNC_FILE_RANGE_WRITE)
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity, which containers and taskset narrow)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1

@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from llmstd.converters import safetensors_io, shard_index
+from llmstd.oscalls import usable_cores
 from llmstd.tensors import LazyTensor
 
 # Files that travel with the weights unchanged; the tokenizer is needed to check a model on text.
@@ -80,10 +81,12 @@ def write_safetensors_set(
 
 
 @contextlib.contextmanager
-def hashing_in_background(files: Sequence[Path], workers: int = 2) -> Iterator[Callable[[], dict[Path, str]]]:
+def hashing_in_background(files: Sequence[Path], workers: int | None = None) -> Iterator[Callable[[], dict[Path, str]]]:
     """Compute the sha256 of ``files`` on background threads while the caller writes (hashlib
-    releases the GIL, so this uses the other core); yields a function that waits for the result.
-    Largest files start first, so the threads finish close together."""
+    releases the GIL); yields a function that waits for the result. One core is left to the writer:
+    on two cores a second hashing thread slowed the copy it shares the machine with more than it
+    sped up the hashing. Largest files start first, so the threads finish close together."""
+    workers = workers or max(1, usable_cores() - 1)
     by_size = sorted(files, key=lambda p: p.stat().st_size, reverse=True)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="llmstd-sha256") as pool:
         futures = {p: pool.submit(sha256_file, p) for p in by_size}
