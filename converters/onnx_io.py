@@ -33,7 +33,7 @@ import numpy as np
 from llmstd import dtypes
 from llmstd.dtypes import DType
 from llmstd.errors import FormatError, UnsafeInputError, require
-from llmstd.tensors import ArrayTensor, FileSliceTensor, LazyTensor, stream
+from llmstd.tensors import ArrayTensor, FileSliceTensor, LazyTensor, append_streamed, is_plain_slice, stream
 
 Progress = Callable[[str, int], None]
 
@@ -372,10 +372,6 @@ def _set_external(tp: Any, location: str, offset: int, length: int) -> None:
         entry.key, entry.value = key, value
 
 
-def _copyable(tensor: LazyTensor) -> bool:
-    return isinstance(tensor, FileSliceTensor) and tensor.is_plain
-
-
 def write(
     path: Path,
     model: Any,
@@ -404,20 +400,14 @@ def write(
     if external:
         data_path = path.with_name(data_file_name(path.name))
         with open(data_path, "wb") as fh:
-            for name, tensor, array in stream(list(entries), copyable=_copyable):
+            for name, tensor, array in stream(list(entries), copyable=is_plain_slice):
                 offset = fh.tell()
                 align = LARGE_ALIGNMENT if tensor.nbytes >= LARGE_TENSOR else SMALL_ALIGNMENT
                 if offset % align:
                     fh.write(b"\0" * (align - offset % align))
                     offset = fh.tell()
-                if array is None:
-                    fh.flush()
-                    tensor.copy_to(fh.fileno())  # type: ignore[attr-defined]
-                    fh.seek(0, os.SEEK_END)
-                else:
-                    _check_array(array, tensor, path, name)
-                    fh.write(memoryview(np.ascontiguousarray(array).reshape(-1).view(np.uint8)))
-                    del array
+                append_streamed(fh, data_path, name, tensor, array)
+                del array
                 tp = onnx.TensorProto(name=name, data_type=onnx_code(tensor.dtype), dims=list(tensor.shape))
                 _set_external(tp, data_path.name, offset, tensor.nbytes)
                 protos.append(tp)

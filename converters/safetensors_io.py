@@ -17,14 +17,10 @@ import struct
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
-
-import numpy as np
 
 from llmstd import dtypes
 from llmstd.errors import FormatError
-from llmstd.oscalls import sync_file_range
-from llmstd.tensors import FileSliceTensor, LazyTensor, stream
+from llmstd.tensors import FileSliceTensor, LazyTensor, append_streamed, is_plain_slice, stream
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # same limit as the reference implementation
 MAX_METADATA_BYTES = 16 * 1024 * 1024
@@ -144,21 +140,6 @@ def _header_bytes(entries: Sequence[tuple[str, LazyTensor]], metadata: Mapping[s
     return struct.pack("<Q", len(raw)) + raw
 
 
-_WRITEBACK_MIN = 8 * 1024 * 1024
-
-
-def _start_writeback(fh: BinaryIO, nbytes: int) -> None:
-    """Start writing the last ``nbytes`` to disk now (without dropping them from the page cache),
-    so the final fsync has little left to wait for and dirty data does not pile up."""
-    fh.flush()
-    end = fh.seek(0, os.SEEK_END)
-    sync_file_range(fh.fileno(), end - nbytes, nbytes)
-
-
-def _copyable(tensor: LazyTensor) -> bool:
-    return isinstance(tensor, FileSliceTensor) and tensor.is_plain
-
-
 def write_file(
     path: Path,
     entries: Sequence[tuple[str, LazyTensor]],
@@ -180,21 +161,11 @@ def write_file(
         raise FormatError("a tensor may not be named '__metadata__'", file=path)
     with open(path, "wb") as fh:
         fh.write(_header_bytes(entries, metadata or {}, metadata_reserve))
-        for name, tensor, array in stream(entries, copyable=_copyable):
-            if array is None:
-                fh.flush()
-                tensor.copy_to(fh.fileno())  # type: ignore[attr-defined]
-                fh.seek(0, os.SEEK_END)
-            else:
-                if array.dtype != tensor.dtype.numpy or tuple(array.shape) != tensor.shape:
-                    raise FormatError(f"produced {array.dtype}{list(array.shape)} instead of the declared "
-                                      f"{tensor.dtype.name}{list(tensor.shape)}", file=path, tensor=name)
-                fh.write(memoryview(np.ascontiguousarray(array).reshape(-1).view(np.uint8)))
-                del array
+        for name, tensor, array in stream(entries, copyable=is_plain_slice):
+            append_streamed(fh, path, name, tensor, array)
+            del array
             if progress:
                 progress(name, tensor.nbytes)
-            if tensor.nbytes >= _WRITEBACK_MIN:
-                _start_writeback(fh, tensor.nbytes)
         fh.flush()
         os.fsync(fh.fileno())
 

@@ -13,11 +13,13 @@ import mmap
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
 from llmstd.dtypes import DType
 from llmstd.errors import FormatError
+from llmstd.oscalls import sync_file_range
 
 
 class LazyTensor:
@@ -171,7 +173,6 @@ class CastTensor(LazyTensor):
         return cast(self.source.load(), self.dtype, tensor=self._name, force=self._force)
 
 
-
 def same_bytes(a: LazyTensor, b: LazyTensor) -> bool:
     """True when two tensors hold exactly the same bytes (dtype and shape included); used to verify
     that a tied copy or an alias really duplicates its twin before one of them is dropped."""
@@ -183,6 +184,35 @@ def same_bytes(a: LazyTensor, b: LazyTensor) -> bool:
         return True  # the same bytes of the same file (e.g. a shared storage in a .bin)
     return bool(np.array_equal(np.ascontiguousarray(a.load()).view(np.uint8),
                                np.ascontiguousarray(b.load()).view(np.uint8)))
+
+
+def is_plain_slice(tensor: LazyTensor) -> bool:
+    """True when a writer may copy the tensor's bytes straight from its file (see :func:`stream`)."""
+    return isinstance(tensor, FileSliceTensor) and tensor.is_plain
+
+
+_WRITEBACK_MIN = 8 * 1024 * 1024
+
+
+def append_streamed(fh: BinaryIO, path: Path, name: str, tensor: LazyTensor, array: np.ndarray | None) -> None:
+    """Append one tensor yielded by :func:`stream` to ``fh`` (the file at ``path``): a plain file
+    slice (``array`` None) kernel to kernel, otherwise the array after checking it is what the
+    tensor declared. Writeback of a large tensor starts at once (without dropping it from the page
+    cache), so the final fsync has little left to wait for and dirty data does not pile up."""
+    if array is None:
+        fh.flush()
+        tensor.copy_to(fh.fileno())  # type: ignore[attr-defined]
+        fh.seek(0, os.SEEK_END)
+    else:
+        if array.dtype != tensor.dtype.numpy or tuple(array.shape) != tensor.shape:
+            raise FormatError(f"produced {array.dtype}{list(array.shape)} instead of the declared "
+                              f"{tensor.dtype.name}{list(tensor.shape)}", file=path, tensor=name)
+        fh.write(memoryview(np.ascontiguousarray(array).reshape(-1).view(np.uint8)))
+    if tensor.nbytes >= _WRITEBACK_MIN:
+        fh.flush()
+        end = fh.tell()
+        sync_file_range(fh.fileno(), end - tensor.nbytes, tensor.nbytes)
+
 
 def stream(entries: Sequence[tuple[str, LazyTensor]], *, copyable: Callable[[LazyTensor], bool] = lambda t: False,
            ) -> Iterator[tuple[str, LazyTensor, np.ndarray | None]]:
