@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +36,7 @@ import numpy as np
 
 from llmstd import dtypes
 from llmstd.errors import FormatError, MissingDependencyError, UnsafeInputError
-from llmstd.tensors import FileSliceTensor, LazyTensor, stream
+from llmstd.tensors import FileSliceTensor, LazyTensor, is_plain_slice, stream, write_streamed
 
 HDF5_OBJECT_HEADER_LIMIT = 64512  # tf_keras' limit for one attribute
 TOP_LEVEL_GROUP = "top_level_model_weights"
@@ -132,14 +133,28 @@ def _decode(value: Any) -> str:
     return str(value)
 
 
+MAX_ATTRIBUTE_BYTES = 64 * 1024 * 1024  # tf_keras splits attributes at 64 KB; this is far past any real one
+
+
+def read_attribute(obj: Any, name: str, path: Path) -> Any:
+    """An attribute's value, refused before reading when its header declares more than
+    MAX_ATTRIBUTE_BYTES (a damaged dataspace would otherwise make HDF5 allocate and read that much)."""
+    aid = obj.attrs.get_id(name)
+    declared = aid.get_space().get_simple_extent_npoints() * aid.get_type().get_size()
+    if declared > MAX_ATTRIBUTE_BYTES:
+        raise FormatError(f"attribute '{name}' of {obj.name} declares {declared} bytes, more than the "
+                          f"{MAX_ATTRIBUTE_BYTES}-byte limit; the file is damaged", file=path)
+    return obj.attrs[name]
+
+
 def read_string_list(group: Any, name: str, path: Path) -> list[str] | None:
     """A string-list attribute, re-joined from tf_keras' ``name0``, ``name1``, ... chunks."""
     if name in group.attrs:
-        raw = group.attrs[name]
+        raw = read_attribute(group, name, path)
     else:
         chunks, k = [], 0
         while f"{name}{k}" in group.attrs:
-            chunks.append(np.atleast_1d(group.attrs[f"{name}{k}"]))
+            chunks.append(np.atleast_1d(read_attribute(group, f"{name}{k}", path)))
             k += 1
         if not chunks:
             return None
@@ -185,7 +200,8 @@ def _dataset_tensor(h5py: Any, dset: Any, path: Path, name: str) -> LazyTensor:
         raise FormatError("is an empty (null-dataspace) dataset", file=path, tensor=name)
     tid = dset.id.get_type()
     opaque_bf16 = False
-    if tid.get_class() == h5py.h5t.OPAQUE and tid.get_size() == 2 and _decode(dset.attrs.get(BF16_ATTR, "")) == "bfloat16":
+    marked_bf16 = BF16_ATTR in dset.attrs and _decode(read_attribute(dset, BF16_ATTR, path)) == "bfloat16"
+    if tid.get_class() == h5py.h5t.OPAQUE and tid.get_size() == 2 and marked_bf16:
         dtype = dtypes.dtype("bfloat16")
         opaque_bf16 = True
         big_endian = False
@@ -244,7 +260,7 @@ def read_h5(path: Path) -> H5Weights:
         if layer_names is None:
             raise FormatError("HDF5 file has no 'layer_names' attribute; not a Keras 2 / Hugging Face TF weights file",
                               file=path, hint="Keras 3 '.weights.h5' files store weights by position and are not read")
-        attrs = {k: _decode(f.attrs[k]) for k in ("backend", "keras_version") if k in f.attrs}
+        attrs = {k: _decode(read_attribute(f, k, path)) for k in ("backend", "keras_version") if k in f.attrs}
         weights: dict[str, LazyTensor] = {}
         layer_of: dict[str, str] = {}
         for layer in layer_names:
@@ -294,17 +310,34 @@ def write_string_list(group: Any, name: str, values: Sequence[str]) -> None:
         group.attrs[name] = data
 
 
+def _allocate(group: Any, name: str, tensor: LazyTensor) -> int | None:
+    """Create the dataset for ``tensor`` with its space allocated now and never filled; return the
+    file offset its bytes go to (None for an empty dataset, which has no storage)."""
+    h5py = _h5py()
+    dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+    dcpl.set_layout(h5py.h5d.CONTIGUOUS)
+    dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+    bf16 = tensor.dtype.name == "bfloat16"
+    stored = np.dtype("V2") if bf16 else tensor.dtype.numpy.newbyteorder("<")
+    dset = group.create_dataset(name, tensor.shape, dtype=stored, dcpl=dcpl, fill_time="never")
+    if bf16:
+        dset.attrs[BF16_ATTR] = "bfloat16"
+    return dset.id.get_offset() if tensor.nbytes else None
+
+
 def write_h5(path: Path, layers: Sequence[tuple[str, Sequence[tuple[str, LazyTensor]]]], *,
              progress: Progress | None = None) -> Path:
     """Write a Keras 2 weights file: ``layers`` is (layer name, [(weight name, tensor), ...]) in model order.
 
-    Datasets are created with their final shape and filled one tensor at a time, so memory holds one
-    tensor. The file is fsynced before returning.
+    HDF5 writes the structure only: each dataset is created contiguous, with its space allocated at
+    once and never filled, and its file offset noted. The tensor bytes then go straight to those
+    offsets, plain file slices kernel to kernel and others one at a time while the next loads --
+    h5py's own write path would load every tensor and copy it through the HDF5 library. The file is
+    fsynced before returning.
     """
     h5py = _h5py()
-    import os
-
     path = Path(path)
+    placed: list[tuple[str, LazyTensor, int]] = []
     with h5py.File(path, "w") as f:
         write_string_list(f, "layer_names", [name for name, _ in layers])
         f.attrs["backend"] = b"tensorflow"
@@ -313,27 +346,21 @@ def write_h5(path: Path, layers: Sequence[tuple[str, Sequence[tuple[str, LazyTen
         for layer, weights in sorted(layers, key=lambda item: item[0]):
             group = f.create_group(layer)
             write_string_list(group, "weight_names", [n for n, _ in weights])
-            for name, tensor, loaded in stream(list(weights)):  # the next tensor loads while this one is written
-                array = np.asarray(loaded)
-                if tuple(array.shape) != tuple(tensor.shape):
-                    raise FormatError(f"tensor loaded as {array.shape}, declared {tensor.shape}", tensor=name)
-                if tensor.dtype.name == "bfloat16":
-                    dset = group.create_dataset(name, array.shape, dtype=np.dtype("V2"))
-                    dset[...] = array.view(np.dtype("V2"))
-                    dset.attrs[BF16_ATTR] = "bfloat16"
-                else:
-                    dset = group.create_dataset(name, array.shape, dtype=array.dtype)
-                    if array.shape:
-                        dset[:] = array
-                    else:
-                        dset[()] = array
-                if progress:
-                    progress(name, tensor.nbytes)
+            for name, tensor in weights:
+                offset = _allocate(group, name, tensor)
+                if offset is not None:
+                    placed.append((name, tensor, offset))
+                elif progress:
+                    progress(name, 0)
         top = f.create_group(TOP_LEVEL_GROUP)
         write_string_list(top, "weight_names", [])
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    with open(path, "r+b") as fh:
+        streamed = stream([(name, tensor) for name, tensor, _ in placed], copyable=is_plain_slice)
+        for (name, tensor, array), (_, _, offset) in zip(streamed, placed):
+            write_streamed(fh, path, name, tensor, array, at=offset)
+            del array
+            if progress:
+                progress(name, tensor.nbytes)
+        fh.flush()
+        os.fsync(fh.fileno())
     return path

@@ -33,7 +33,7 @@ import numpy as np
 from llmstd import dtypes
 from llmstd.dtypes import DType
 from llmstd.errors import FormatError, UnsafeInputError, require
-from llmstd.tensors import ArrayTensor, FileSliceTensor, LazyTensor, append_streamed, is_plain_slice, stream
+from llmstd.tensors import ArrayTensor, FileSliceTensor, LazyTensor, write_streamed, is_plain_slice, stream
 
 Progress = Callable[[str, int], None]
 
@@ -406,7 +406,7 @@ def write(
                 if offset % align:
                     fh.write(b"\0" * (align - offset % align))
                     offset = fh.tell()
-                append_streamed(fh, data_path, name, tensor, array)
+                write_streamed(fh, data_path, name, tensor, array)
                 del array
                 tp = onnx.TensorProto(name=name, data_type=onnx_code(tensor.dtype), dims=list(tensor.shape))
                 _set_external(tp, data_path.name, offset, tensor.nbytes)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from llmstd import dtypes
 from llmstd.errors import FormatError
-from llmstd.tensors import FileSliceTensor, LazyTensor, append_streamed, is_plain_slice, stream
+from llmstd.tensors import FileSliceTensor, LazyTensor, write_streamed, is_plain_slice, stream
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # same limit as the reference implementation
 MAX_METADATA_BYTES = 16 * 1024 * 1024
@@ -162,7 +162,7 @@ def write_file(
     with open(path, "wb") as fh:
         fh.write(_header_bytes(entries, metadata or {}, metadata_reserve))
         for name, tensor, array in stream(entries, copyable=is_plain_slice):
-            append_streamed(fh, path, name, tensor, array)
+            write_streamed(fh, path, name, tensor, array)
             del array
             if progress:
                 progress(name, tensor.nbytes)

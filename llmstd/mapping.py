@@ -222,16 +222,50 @@ class _FanOut:
     is not recomputed per output and at most one source tensor's worth of outputs is held."""
 
     def __init__(self, steps: list[transforms.ResolvedStep], source: LazyTensor, count: int) -> None:
-        self._steps, self._source, self._count = steps, source, count
+        self.steps, self.source, self.count = steps, source, count
         self._pending: dict[int, np.ndarray] = {}
 
-    def _take(self, index: int) -> np.ndarray:
+    def take(self, index: int) -> np.ndarray:
         if index not in self._pending:
-            self._pending = dict(enumerate(transforms.apply_forward(self._steps, [self._source.load()])))
+            self._pending = dict(enumerate(transforms.apply_forward(self.steps, [self.source.load()])))
         return self._pending.pop(index)
 
     def output(self, index: int, shape: tuple[int, ...], description: str) -> LazyTensor:
-        return DerivedTensor([], lambda _: self._take(index), shape, self._source.dtype, description)
+        return _FanOutput(self, index, shape, description)
+
+
+class _FanOutput(DerivedTensor):
+    """One canonical tensor of a :class:`_FanOut`, which remembers its chain and source so that
+    :func:`from_canonical` can cancel the chain against its own inverse."""
+
+    def __init__(self, fan_out: _FanOut, index: int, shape: tuple[int, ...], description: str) -> None:
+        super().__init__([], lambda _: fan_out.take(index), shape, fan_out.source.dtype, description)
+        self.fan_out, self.index = fan_out, index
+
+
+def _cancelled(sources: list[LazyTensor], steps: list[transforms.ResolvedStep], shape: tuple[int, ...],
+               description: str) -> LazyTensor | None:
+    """The dialect tensor built straight from the checkpoint's own tensor when ``steps`` undo the
+    chain that produced ``sources`` -- e.g. GPT-2's fused, transposed c_attn read from PyTorch and
+    written to TensorFlow, which both store ``[in, 3 * out]``. The chains' common tail cancels
+    exactly (every transform has an exact inverse), so it is neither computed nor undone: the
+    tensor stays a plain byte range that writers copy without loading. None when nothing cancels."""
+    fan = getattr(sources[0], "fan_out", None)
+    if fan is None or len(sources) != fan.count or any(
+            getattr(s, "fan_out", None) is not fan or s.index != k for k, s in enumerate(sources)):  # type: ignore[attr-defined]
+        return None
+    common = 0
+    while common < min(len(steps), len(fan.steps)) and steps[-1 - common] == fan.steps[-1 - common]:
+        common += 1
+    if common == 0:
+        return None
+    forward_rest, inverse_rest = fan.steps[:len(fan.steps) - common], steps[:len(steps) - common]
+    if transforms.inverse_shapes(inverse_rest, transforms.forward_shapes(forward_rest, [fan.source.shape])) != [shape]:
+        return None  # defensive: the shortcut must produce exactly what the full path would
+    if not forward_rest and not inverse_rest:
+        return fan.source
+    return DerivedTensor([fan.source], lambda xs: transforms.apply_inverse(inverse_rest, transforms.apply_forward(
+        forward_rest, xs))[0], shape, fan.source.dtype, description)
 
 
 def from_canonical(
@@ -261,8 +295,10 @@ def from_canonical(
             name = _instantiate(dname.name, prefix, layer)
             if steps:
                 (shape,) = transforms.inverse_shapes(steps, [s.shape for s in sources])
-                out[name] = DerivedTensor(sources, lambda xs, st=steps: transforms.apply_inverse(st, xs)[0], shape,
-                                          sources[0].dtype, f"{', '.join(canonical)} -> {name}")
+                description = f"{', '.join(canonical)} -> {name}"
+                out[name] = _cancelled(sources, steps, shape, description) or DerivedTensor(
+                    sources, lambda xs, st=steps: transforms.apply_inverse(st, xs)[0], shape, sources[0].dtype,
+                    description)
             else:
                 out[name] = sources[0]
             covered.update(canonical)

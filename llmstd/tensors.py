@@ -194,15 +194,18 @@ def is_plain_slice(tensor: LazyTensor) -> bool:
 _WRITEBACK_MIN = 8 * 1024 * 1024
 
 
-def append_streamed(fh: BinaryIO, path: Path, name: str, tensor: LazyTensor, array: np.ndarray | None) -> None:
-    """Append one tensor yielded by :func:`stream` to ``fh`` (the file at ``path``): a plain file
-    slice (``array`` None) kernel to kernel, otherwise the array after checking it is what the
-    tensor declared. Writeback of a large tensor starts at once (without dropping it from the page
-    cache), so the final fsync has little left to wait for and dirty data does not pile up."""
+def write_streamed(fh: BinaryIO, path: Path, name: str, tensor: LazyTensor, array: np.ndarray | None, *,
+                   at: int | None = None) -> None:
+    """Write one tensor yielded by :func:`stream` into ``fh`` (the file at ``path``) at byte ``at``,
+    or at the end: a plain file slice (``array`` None) kernel to kernel, otherwise the array after
+    checking it is what the tensor declared. Writeback of a large tensor starts at once (without
+    dropping it from the page cache), so the final fsync has little left to wait for and dirty data
+    does not pile up."""
+    fh.flush()
+    start = fh.seek(0, os.SEEK_END) if at is None else fh.seek(at)
     if array is None:
-        fh.flush()
         tensor.copy_to(fh.fileno())  # type: ignore[attr-defined]
-        fh.seek(0, os.SEEK_END)
+        fh.seek(start + tensor.nbytes)  # the copy moved the descriptor's position; keep fh's in step
     else:
         if array.dtype != tensor.dtype.numpy or tuple(array.shape) != tensor.shape:
             raise FormatError(f"produced {array.dtype}{list(array.shape)} instead of the declared "
@@ -210,8 +213,7 @@ def append_streamed(fh: BinaryIO, path: Path, name: str, tensor: LazyTensor, arr
         fh.write(memoryview(np.ascontiguousarray(array).reshape(-1).view(np.uint8)))
     if tensor.nbytes >= _WRITEBACK_MIN:
         fh.flush()
-        end = fh.tell()
-        sync_file_range(fh.fileno(), end - tensor.nbytes, tensor.nbytes)
+        sync_file_range(fh.fileno(), start, tensor.nbytes)
 
 
 def stream(entries: Sequence[tuple[str, LazyTensor]], *, copyable: Callable[[LazyTensor], bool] = lambda t: False,

@@ -1,4 +1,4 @@
-"""The one step every streaming writer shares (tensors.append_streamed): plain file slices copied
+"""The one step every streaming writer shares (tensors.write_streamed): plain file slices copied
 kernel to kernel, computed tensors written after a check that they are what they declared."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 from llmstd import dtypes
 from llmstd.converters import safetensors_io
 from llmstd.errors import FormatError
-from llmstd.tensors import ArrayTensor, DerivedTensor, append_streamed, is_plain_slice, stream
+from llmstd.tensors import ArrayTensor, DerivedTensor, write_streamed, is_plain_slice, stream
 
 
 def test_mixed_plain_and_computed_tensors_land_byte_for_byte(tmp_path: Path) -> None:
@@ -30,7 +30,7 @@ def test_mixed_plain_and_computed_tensors_land_byte_for_byte(tmp_path: Path) -> 
     with open(out, "wb") as fh:
         for name, tensor, array in stream(entries, copyable=is_plain_slice):
             assert (array is None) == is_plain_slice(tensor)
-            append_streamed(fh, out, name, tensor, array)
+            write_streamed(fh, out, name, tensor, array)
     assert out.read_bytes() == small.T.tobytes() + big.tobytes() + small.tobytes()
 
 
@@ -39,6 +39,6 @@ def test_a_computed_tensor_that_is_not_what_it_declared_is_refused(tmp_path: Pat
                              dtypes.dtype("float32"), "broken")
     out = tmp_path / "out.bin"
     with open(out, "wb") as fh, pytest.raises(FormatError) as caught:
-        append_streamed(fh, out, "w", declared, np.zeros((2, 3), np.float32))
+        write_streamed(fh, out, "w", declared, np.zeros((2, 3), np.float32))
     assert caught.value.tensor == "w" and str(out) in str(caught.value.file)
     assert "instead of the declared float32[3, 2]" in str(caught.value)

@@ -69,6 +69,34 @@ def test_h5_long_weight_lists_are_chunked_like_tf_keras(tmp_path: Path) -> None:
     assert list(h5_io.read_h5(tmp_path / "long.h5").weights) == names
 
 
+def test_h5_oversized_attributes_are_refused_before_reading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    names = [f"m/dense/w{k}:0" for k in range(50)]
+    h5_io.write_h5(tmp_path / "w.h5", [("dense", [(n, ArrayTensor(np.zeros(1, np.float32))) for n in names])])
+    monkeypatch.setattr(h5_io, "MAX_ATTRIBUTE_BYTES", 100)  # the 50 names declare more than this
+    with pytest.raises(FormatError, match="attribute 'weight_names' of /dense declares .* bytes") as caught:
+        h5_io.read_h5(tmp_path / "w.h5")
+    assert str(tmp_path / "w.h5") in str(caught.value)
+
+
+def test_h5_datasets_hold_the_tensor_bytes_at_their_offsets(tmp_path: Path) -> None:
+    # The writer places bytes itself (HDF5 only allocates); h5py must read back exactly the tensors,
+    # including a plain file slice copied kernel to kernel and an empty tensor that has no storage.
+    from llmstd.converters import safetensors_io
+
+    rng = np.random.default_rng(5)
+    big = rng.standard_normal((700, 3000)).astype(np.float32)  # 8.4 MB: early writeback too
+    safetensors_io.write_file(tmp_path / "src.safetensors", [("big", ArrayTensor(big))])
+    sliced = safetensors_io.open_file(tmp_path / "src.safetensors").tensors["big"]
+    small = rng.standard_normal((3, 4)).astype(np.float16)
+    layers = [("dense", [("m/dense/kernel:0", sliced), ("m/dense/bias:0", ArrayTensor(small))]),
+              ("empty", [("m/empty/kernel:0", ArrayTensor(np.zeros((0, 3), np.float32)))])]
+    h5_io.write_h5(tmp_path / "w.h5", layers)
+    with h5py.File(tmp_path / "w.h5", "r") as f:
+        assert f["dense/m/dense/kernel:0"][...].tobytes() == big.tobytes()
+        assert f["dense/m/dense/bias:0"][...].tobytes() == small.tobytes()
+        assert f["empty/m/empty/kernel:0"].shape == (0, 3)
+
+
 @pytest.mark.parametrize("link", ["external", "soft"])
 def test_h5_links_are_refused(tmp_path: Path, link: str) -> None:
     with h5py.File(tmp_path / "other.h5", "w") as f:
