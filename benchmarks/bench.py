@@ -133,8 +133,7 @@ def bench_shape(shape: str, workdir: Path, runs: int, with_hf: bool, with_check:
     for row in rows:
         if row.label.startswith("llmstd check"):
             row.notes.append(_check_summary(workdir / f"{shape}-check.json"))
-    info = {"shape": shape, "dtype": dtype, "shard": shard, "bytes": size, "prime": prime,
-            "largest_tensor_mb": _largest_tensor_mb(src)}
+    info = {"shape": shape, "dtype": dtype, "shard": shard, "bytes": size, "largest_tensor_mb": _largest_tensor_mb(src)}
     return rows, info
 
 
