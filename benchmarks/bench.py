@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from make_checkpoint import make  # noqa: E402
-from measure import Sample, balloon_reporting, run_once, settle  # noqa: E402
+from measure import Sample, balloon_reporting, meminfo, run_once, settle  # noqa: E402
 
 HERE = Path(__file__).parent
 PYTHON = sys.executable
@@ -181,11 +181,10 @@ def _machine() -> str:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-        mem_kb = int(next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
-                          if line.startswith("MemTotal")))
-    except (OSError, StopIteration):
-        mem_kb = 0
-    return f"{cpu}, {os.cpu_count()} cores, {mem_kb / 1024**2:.0f} GiB RAM, {platform.platform()}, Python {platform.python_version()}"
+    except OSError:
+        pass
+    return (f"{cpu}, {os.cpu_count()} cores, {meminfo('MemTotal') / 1024**3:.0f} GiB RAM, {platform.platform()}, "
+            f"Python {platform.python_version()}")
 
 
 def write_results(path: Path, results: list[tuple[list[Row], dict]], runs: int, argv: list[str]) -> None:

@@ -44,10 +44,14 @@ def run_once(argv: Sequence[str], env: dict[str, str] | None = None, timeout: fl
     return Sample(seconds, peak_kib / 1024)
 
 
-def available_memory() -> int:
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemAvailable:"):
-            return int(line.split()[1]) * 1024
+def meminfo(key: str) -> int:
+    """A /proc/meminfo field in bytes (0 where there is none)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith(f"{key}:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     return 0
 
 
@@ -60,7 +64,7 @@ def prime_memory(nbytes: int) -> None:
     """Touch ``nbytes`` of fresh memory and release it, so the next process finds it host-backed."""
     import numpy as np
 
-    nbytes = min(nbytes, available_memory() // 2)
+    nbytes = min(nbytes, meminfo("MemAvailable") // 2)
     if nbytes > 0:
         # writes every page, then frees them at once (munmap): back on the kernel's free lists, still backed
         np.ones(nbytes, dtype=np.uint8)

@@ -310,13 +310,18 @@ def write_string_list(group: Any, name: str, values: Sequence[str]) -> None:
         group.attrs[name] = data
 
 
-def _allocate(group: Any, name: str, tensor: LazyTensor) -> int | None:
-    """Create the dataset for ``tensor`` with its space allocated now and never filled; return the
-    file offset its bytes go to (None for an empty dataset, which has no storage)."""
-    h5py = _h5py()
+def _preallocated(h5py: Any) -> Any:
+    """Dataset-creation properties: contiguous storage, allocated when the dataset is created."""
     dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
     dcpl.set_layout(h5py.h5d.CONTIGUOUS)
     dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+    return dcpl
+
+
+def _allocate(group: Any, name: str, tensor: LazyTensor, dcpl: Any) -> int | None:
+    """Create the dataset for ``tensor`` with its space allocated now (``dcpl``: :func:`_preallocated`)
+    and never filled; return the file offset its bytes go to (None for an empty dataset, which has
+    no storage)."""
     bf16 = tensor.dtype.name == "bfloat16"
     stored = np.dtype("V2") if bf16 else tensor.dtype.numpy.newbyteorder("<")
     dset = group.create_dataset(name, tensor.shape, dtype=stored, dcpl=dcpl, fill_time="never")
@@ -338,6 +343,7 @@ def write_h5(path: Path, layers: Sequence[tuple[str, Sequence[tuple[str, LazyTen
     h5py = _h5py()
     path = Path(path)
     placed: list[tuple[str, LazyTensor, int]] = []
+    dcpl = _preallocated(h5py)
     with h5py.File(path, "w") as f:
         write_string_list(f, "layer_names", [name for name, _ in layers])
         f.attrs["backend"] = b"tensorflow"
@@ -347,7 +353,7 @@ def write_h5(path: Path, layers: Sequence[tuple[str, Sequence[tuple[str, LazyTen
             group = f.create_group(layer)
             write_string_list(group, "weight_names", [n for n, _ in weights])
             for name, tensor in weights:
-                offset = _allocate(group, name, tensor)
+                offset = _allocate(group, name, tensor, dcpl)
                 if offset is not None:
                     placed.append((name, tensor, offset))
                 elif progress:

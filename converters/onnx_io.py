@@ -33,7 +33,8 @@ import numpy as np
 from llmstd import dtypes
 from llmstd.dtypes import DType
 from llmstd.errors import FormatError, UnsafeInputError, require
-from llmstd.tensors import ArrayTensor, FileSliceTensor, LazyTensor, write_streamed, is_plain_slice, stream
+from llmstd.tensors import (ArrayTensor, FileSliceTensor, LazyTensor, is_plain_slice, require_declared, stream,
+                            write_streamed)
 
 Progress = Callable[[str, int], None]
 
@@ -419,7 +420,7 @@ def write(
     else:
         for name, tensor, array in stream(list(entries)):
             assert array is not None
-            _check_array(array, tensor, path, name)
+            require_declared(array, tensor, path, name)
             tp = onnx.TensorProto(name=name, data_type=onnx_code(tensor.dtype), dims=list(tensor.shape))
             tp.raw_data = np.ascontiguousarray(array).tobytes()
             protos.append(tp)
@@ -440,9 +441,3 @@ def write(
         fh.flush()
         os.fsync(fh.fileno())
     return written
-
-
-def _check_array(array: np.ndarray, tensor: LazyTensor, path: Path, name: str) -> None:
-    if array.dtype != tensor.dtype.numpy or tuple(array.shape) != tensor.shape:
-        raise FormatError(f"produced {array.dtype}{list(array.shape)} instead of the declared "
-                          f"{tensor.dtype.name}{list(tensor.shape)}", file=path, tensor=name)

@@ -250,9 +250,11 @@ def _cancelled(sources: list[LazyTensor], steps: list[transforms.ResolvedStep], 
     written to TensorFlow, which both store ``[in, 3 * out]``. The chains' common tail cancels
     exactly (every transform has an exact inverse), so it is neither computed nor undone: the
     tensor stays a plain byte range that writers copy without loading. None when nothing cancels."""
-    fan = getattr(sources[0], "fan_out", None)
-    if fan is None or len(sources) != fan.count or any(
-            getattr(s, "fan_out", None) is not fan or s.index != k for k, s in enumerate(sources)):  # type: ignore[attr-defined]
+    if not all(isinstance(s, _FanOutput) for s in sources):
+        return None
+    outputs: list[_FanOutput] = sources  # type: ignore[assignment]
+    fan = outputs[0].fan_out
+    if len(outputs) != fan.count or any(o.fan_out is not fan or o.index != k for k, o in enumerate(outputs)):
         return None
     common = 0
     while common < min(len(steps), len(fan.steps)) and steps[-1 - common] == fan.steps[-1 - common]:

@@ -194,6 +194,14 @@ def is_plain_slice(tensor: LazyTensor) -> bool:
 _WRITEBACK_MIN = 8 * 1024 * 1024
 
 
+def require_declared(array: np.ndarray, tensor: LazyTensor, path: Path, name: str) -> None:
+    """Refuse to write a loaded array that is not the dtype and shape its tensor declared (the
+    header or index describing it has already been laid out from the declaration)."""
+    if array.dtype != tensor.dtype.numpy or tuple(array.shape) != tensor.shape:
+        raise FormatError(f"produced {array.dtype}{list(array.shape)} instead of the declared "
+                          f"{tensor.dtype.name}{list(tensor.shape)}", file=path, tensor=name)
+
+
 def write_streamed(fh: BinaryIO, path: Path, name: str, tensor: LazyTensor, array: np.ndarray | None, *,
                    at: int | None = None) -> None:
     """Write one tensor yielded by :func:`stream` into ``fh`` (the file at ``path``) at byte ``at``,
@@ -207,9 +215,7 @@ def write_streamed(fh: BinaryIO, path: Path, name: str, tensor: LazyTensor, arra
         tensor.copy_to(fh.fileno())  # type: ignore[attr-defined]
         fh.seek(start + tensor.nbytes)  # the copy moved the descriptor's position; keep fh's in step
     else:
-        if array.dtype != tensor.dtype.numpy or tuple(array.shape) != tensor.shape:
-            raise FormatError(f"produced {array.dtype}{list(array.shape)} instead of the declared "
-                              f"{tensor.dtype.name}{list(tensor.shape)}", file=path, tensor=name)
+        require_declared(array, tensor, path, name)
         fh.write(memoryview(np.ascontiguousarray(array).reshape(-1).view(np.uint8)))
     if tensor.nbytes >= _WRITEBACK_MIN:
         fh.flush()

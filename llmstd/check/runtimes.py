@@ -65,6 +65,14 @@ def _transformers() -> tuple[Any | None, str]:
     return module, ""
 
 
+def _transformers_lacks(cls: str | None, why_not: str) -> str:
+    """'' when a supported transformers has class ``cls``; else why not (``why_not`` if it lacks it)."""
+    module, why = _transformers()
+    if module is None:
+        return why
+    return "" if cls and hasattr(module, cls) else why_not
+
+
 def _hf_class(ckpt: Checkpoint) -> str | None:
     """The Hugging Face PyTorch class name for this checkpoint's architecture and head (from its map)."""
     try:
@@ -112,11 +120,8 @@ def _available(runtime: str, ckpt: Checkpoint) -> str:
             return f"transformers runs Hugging Face PyTorch directories, not '{ckpt.format}'"
         if _import("torch") is None:
             return "torch is not installed"
-        module, why = _transformers()
-        if module is None:
-            return why
         cls = _hf_class(ckpt)
-        return "" if cls and hasattr(module, cls) else f"transformers has no class {cls} for '{ckpt.architecture}'"
+        return _transformers_lacks(cls, f"transformers has no class {cls} for '{ckpt.architecture}'")
     if runtime == "transformers-tf":
         if ckpt.format != "tf-h5" or ckpt.dialect != "hf_tf":
             return (f"Hugging Face TF classes load tf-h5 directories in the hf_tf dialect, "
@@ -124,11 +129,7 @@ def _available(runtime: str, ckpt: Checkpoint) -> str:
         if not _tf_available():
             return "tensorflow is not installed"
         os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # transformers' TF classes need Keras 2
-        module, why = _transformers()
-        if module is None:
-            return why
-        cls = _hf_tf_class(ckpt)
-        return "" if cls and hasattr(module, cls) else f"transformers has no TF class for '{ckpt.architecture}'"
+        return _transformers_lacks(_hf_tf_class(ckpt), f"transformers has no TF class for '{ckpt.architecture}'")
     if runtime == "llmstd-tf":
         if not _tf_available():
             return "tensorflow is not installed"

@@ -31,6 +31,17 @@ def _tf_variables(prefix: Path) -> dict[str, np.ndarray]:
     return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
 
 
+def _google_bert_logits(directory: Path, model_class: type, output: str) -> torch.Tensor:
+    """MLM logits of ``model_class`` loaded by transformers' reader of Google's original checkpoints
+    (bert_config.json + bert_model.ckpt) on the test batch."""
+    config = transformers.BertConfig.from_json_file(str(directory / "bert_config.json"))
+    model = model_class(config).eval()
+    transformers.load_tf_weights_in_bert(model, config, str(directory / "bert_model.ckpt"))
+    ids, mask = batch()
+    with torch.no_grad():
+        return getattr(model(input_ids=ids, attention_mask=mask), output)
+
+
 def test_bert_google_naming_loads_in_transformers(tfstore) -> None:
     out = tfstore.converted("bert-mlm", "tf-ckpt")
     assert {"bert_model.ckpt.index", "bert_model.ckpt.data-00000-of-00001", "checkpoint", "bert_config.json",
@@ -40,12 +51,7 @@ def test_bert_google_naming_loads_in_transformers(tfstore) -> None:
     assert variables["bert/encoder/layer_0/intermediate/dense/kernel"].shape == (32, 64)  # [in, out]
     assert "cls/predictions/output_bias" in variables and "bert/embeddings/word_embeddings" in variables
     # Google's BertConfig / transformers' BertConfig.from_json_file read bert_config.json.
-    config = transformers.BertConfig.from_json_file(str(out / "bert_config.json"))
-    model = transformers.BertForMaskedLM(config).eval()
-    transformers.load_tf_weights_in_bert(model, config, str(out / "bert_model.ckpt"))
-    ids, mask = batch()
-    with torch.no_grad():
-        got = model(input_ids=ids, attention_mask=mask).logits
+    got = _google_bert_logits(out, transformers.BertForMaskedLM, "logits")
     assert max_abs(got, tfstore.reference("bert-mlm").logits) <= TOL
     # llmstd reads its output back bit-identically
     back = llmstd.load(out)
@@ -125,12 +131,7 @@ def test_google_checkpoint_with_optimizer_state(tfstore, tmp_path: Path) -> None
     assert_tensors_bit_identical(read_safetensors_dir(tfstore.hf_dir("bert-mlm")), tmp_path / "hf")
     # transformers' own loader skips the same optimizer names; with the NSP head present it needs the
     # pre-training class, whose MLM logits equal the source model's.
-    config = transformers.BertConfig.from_json_file(str(google / "bert_config.json"))
-    model = transformers.BertForPreTraining(config).eval()
-    transformers.load_tf_weights_in_bert(model, config, str(google / "bert_model.ckpt"))
-    ids, mask = batch()
-    with torch.no_grad():
-        got = model(input_ids=ids, attention_mask=mask).prediction_logits
+    got = _google_bert_logits(google, transformers.BertForPreTraining, "prediction_logits")
     assert max_abs(got, tfstore.reference("bert-mlm").logits) <= TOL
 
 
