@@ -52,6 +52,8 @@ def render(report: object, console: Console) -> None:
     from llmstd.check import CheckReport
 
     assert isinstance(report, CheckReport)
+    colour = "green" if report.a.in_reference and report.b.in_reference else "yellow"
+    console.print(f"[{colour}]runtimes: {escape(report.reference)}[/]")
     for label, side in (("A", report.a), ("B", report.b)):
         console.print(f"[bold]{label}[/] {escape(side.path)}  "
                       f"[dim]{side.format}/{side.container}, {side.architecture}[/]"
@@ -66,10 +68,10 @@ def render(report: object, console: Console) -> None:
         diffs = ", ".join(f"{k}: {a!r} vs {b!r}" for k, (a, b) in report.config_differences.items())
         console.print(f"[yellow]configs differ:[/] {escape(diffs)}")
     table = Table(title="outputs (non-padded positions)")
-    for column in ("output", "max abs", "max rel", "NMSE", "cosine", "top-1", "top-5", "KL mean", "verdict"):
+    for column in ("output", "max abs", "/ scale", "NMSE", "cosine", "top-1", "top-5", "KL mean", "verdict"):
         table.add_column(column, justify="left" if column in ("output", "verdict") else "right")
     for o in report.outputs:
-        table.add_row(o.name, _num(o.max_abs), _num(o.max_rel), _num(o.nmse), _num(o.cosine, ".6f"),
+        table.add_row(o.name, _num(o.max_abs), _num(o.rel_error), _num(o.nmse), _num(o.cosine, ".6f"),
                       _num(o.top1, ".4f"), _num(o.top5, ".4f"), _num(o.kl_mean),
                       "[green]ok[/]" if o.passed else "[red]FAIL[/]")
     console.print(table)
@@ -106,13 +108,18 @@ def check(
     device_b: Annotated[Optional[str], typer.Option("--device-b", help="Device for side B only.")] = None,
     runtime_a: Runtime = "auto",
     runtime_b: Runtime = "auto",
-    atol: Annotated[Optional[float], typer.Option("--atol", help="Max abs error allowed on logits.")] = None,
+    atol: Annotated[Optional[float], typer.Option(
+        "--atol", help="Absolute cap on the max abs error of logits (off by default).")] = None,
     min_top1: Annotated[Optional[float], typer.Option("--min-top1", help="Minimum top-1 agreement.")] = None,
     max_kl: Annotated[Optional[float], typer.Option("--max-kl", help="Maximum mean KL divergence (nats).")] = None,
     max_nmse: Annotated[Optional[float], typer.Option("--max-nmse", help="Maximum NMSE of any output.")] = None,
+    max_rel_error: Annotated[Optional[float], typer.Option(
+        "--max-rel-error", help="Maximum of max|a-b| / max|a| for any output.")] = None,
     hidden_nmse: Annotated[Optional[float], typer.Option(
         "--hidden-nmse", help="Hidden-state NMSE above which a layer counts as diverging.")] = None,
     no_layers: Annotated[bool, typer.Option("--no-layers", help="Skip the per-layer comparison.")] = False,
+    require_reference: Annotated[bool, typer.Option(
+        "--require-reference", help="Fail unless each side runs in its format's reference runtime.")] = False,
     json_path: Annotated[Optional[Path], typer.Option(
         "--json", help="Also write the report as JSON to this file ('-': stdout, tables go to stderr).")] = None,
 ) -> None:
@@ -124,10 +131,12 @@ def check(
 
     skip_tensorflow_import([a, b], [runtime_a, runtime_b])
     overrides = {k: v for k, v in {"logits_max_abs": atol, "min_top1": min_top1, "max_kl": max_kl,
-                                   "max_nmse": max_nmse, "hidden_nmse": hidden_nmse}.items() if v is not None}
+                                   "max_nmse": max_nmse, "max_rel_error": max_rel_error,
+                                   "hidden_nmse": hidden_nmse}.items() if v is not None}
     report = run_check(a, b, arch=arch, input_ids=input_ids, text=text, batch=batch, seq_len=seq_len, device=device,
                        device_a=device_a, device_b=device_b, runtime_a=runtime_a, runtime_b=runtime_b,
-                       tolerance=overrides or None, hidden_states=not no_layers)
+                       tolerance=overrides or None, hidden_states=not no_layers,
+                       require_reference=require_reference)
     to_stdout = json_path is not None and str(json_path) == "-"
     render(report, Console(highlight=False, stderr=to_stdout))
     if json_path is not None:

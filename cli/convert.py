@@ -72,6 +72,10 @@ def convert(
         out.print(f"  ignored {escape(item['name'])}: {escape(item['reason'])}")
     for item in report.duplicates_dropped:
         out.print(f"  dropped duplicate {item['name']} (equal to {item['equal_to']})")
+    for rel, reason in report.side_files_skipped.items():
+        out.print(f"  [yellow]not carried[/] {escape(rel)}: {escape(reason)}")
+    if report.config_keys_unreviewed:
+        out.print(f"  config keys no rule covers, carried unchanged: {escape(', '.join(report.config_keys_unreviewed))}")
     for item in report.transforms:
         if item.get("value") == "zeros":  # a parameter the source graph proved to be zero (ONNX)
             out.print(f"  recovered {item['recovered']} as zeros: {escape(item['evidence'])}")

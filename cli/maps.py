@@ -48,13 +48,38 @@ def show(arch: Annotated[str, typer.Argument(help="Architecture name, e.g. llama
             "dialects": {d: {"name": n.name, "transforms": [s.describe() for s in n.steps], "aliases": list(n.aliases)}
                          for d, n in entry.dialects.items()},
         })
+    fields = {}
+    for name, rule in nmap.fields.items():
+        if rule.present is not None:
+            fields[name] = {"present": rule.present}
+        elif rule.has_fixed:
+            fields[name] = {"fixed": rule.fixed}
+        else:
+            fields[name] = {"key": rule.key, **({"aliases": list(rule.aliases)} if rule.aliases else {}),
+                            **({"default": rule.default} if rule.has_default else {}),
+                            **({"values": dict(rule.values)} if rule.values else {})}
+    config_keys = {
+        "harmless": {k: r.reason for k, r in sorted(nmap.keys.items()) if r.harmless},
+        "refused": {k: {"reason": r.reason, "allowed": list(r.allow)} for k, r in sorted(nmap.keys.items())
+                    if not r.harmless},
+    }
     if json_out:
-        print_json({"architecture": nmap.architecture, "file": str(nmap.path), "tensors": entries,
+        print_json({"architecture": nmap.architecture, "file": str(nmap.path), "extends": list(nmap.extends),
+                    "model_types": list(nmap.model_types), "config_fields": fields, "config_keys": config_keys,
+                    "tensors": entries,
                     "ignored": {d: [{"pattern": i.pattern, "reason": i.reason} for i in dl.ignore]
                                 for d, dl in nmap.dialects.items()}})
         return
     out = Console(highlight=False)
     out.print(f"[bold]{nmap.architecture}[/] — {escape(nmap.description)}\n  {nmap.path}")
+    if nmap.extends:
+        out.print(f"  resolved: extends {' → '.join(nmap.extends)}")
+    rules = Table(title="config fields")
+    for column in ("canonical field", "from the framework config"):
+        rules.add_column(column)
+    for name, rule in fields.items():
+        rules.add_row(name, escape(", ".join(f"{k}={v!r}" if k != "key" else str(v) for k, v in rule.items())))
+    out.print(rules)
     table = Table()
     table.add_column("canonical")
     for dialect in nmap.dialects:
@@ -74,3 +99,7 @@ def show(arch: Annotated[str, typer.Argument(help="Architecture name, e.g. llama
     for dialect, dl in nmap.dialects.items():
         for ig in dl.ignore:
             out.print(f"  {dialect} ignores {escape(ig.pattern)}: {escape(ig.reason)}")
+    for key, spec in config_keys["refused"].items():
+        allowed = f" unless {' or '.join(map(repr, spec['allowed']))}" if spec["allowed"] else ""
+        out.print(f"  config key {escape(key)} refused{escape(allowed)}: {escape(spec['reason'])}")
+    out.print(f"  {len(config_keys['harmless'])} config keys harmless (--json lists them with reasons)")

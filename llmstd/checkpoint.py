@@ -13,6 +13,16 @@ from llmstd.tensors import LazyTensor
 
 
 @dataclass
+class SideFiles:
+    """Files that travel with the weights unchanged (tokenizer, chat template, generation config,
+    sentence-transformers modules, README, licence, ...), by path relative to the checkpoint
+    directory, and what was left behind with the reason."""
+
+    files: dict[str, Path] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
 class Checkpoint(Mapping[str, LazyTensor]):
     """Canonical tensors (lazy) plus the canonical config and where they came from.
 
@@ -28,7 +38,7 @@ class Checkpoint(Mapping[str, LazyTensor]):
     files: list[Path]  # weight files read, for provenance hashes
     source_names: dict[str, LazyTensor] = field(default_factory=dict)  # tensors as named in the files
     report: MappingReport = field(default_factory=MappingReport)
-    sidecars: list[Path] = field(default_factory=list)  # tokenizer and generation files carried along
+    sidecars: SideFiles = field(default_factory=SideFiles)  # files carried along unchanged
     provenance: dict[str, Any] = field(default_factory=dict)  # recorded history (canonical sources)
 
     @property

@@ -164,6 +164,12 @@ def validate_config(c: CanonicalConfig) -> None:
             raise ConfigError("rotary models need 'rope_theta' and 'rotary_dim'")
         if c.rotary_dim % 2 or not 0 < c.rotary_dim <= c.head_dim:
             raise ConfigError(f"rotary_dim ({c.rotary_dim}) must be even and within head_dim ({c.head_dim})")
+        if c.rope_scaling is not None:
+            from llmstd.rope import scaling_problem
+
+            problem = scaling_problem(c.rope_scaling)
+            if problem:
+                raise ConfigError(f"field 'rope_scaling': {problem}")
     elif c.rope_theta is not None or c.rotary_dim is not None or c.rope_scaling is not None:
         raise ConfigError("rope_theta, rotary_dim and rope_scaling apply only to positional='rope'")
     if c.norm_kind == "rmsnorm" and c.norm_bias:

@@ -1,17 +1,23 @@
 """Translate a framework config (Hugging Face config.json) to and from the canonical config,
 following the ``[config]`` rules of a naming map.
 
-Reading applies the framework's declared defaults; writing checks that the canonical config is
-expressible in the framework (fixed fields match, fields sharing one key agree) rather than writing
-something that would load as a different model.
+Reading applies the framework's declared defaults and accounts for every key: read into a canonical
+field, listed by the map as harmless (with the reason), refused (the computation depends on it in a
+way llmstd cannot express: an error naming the key), or -- when no rule covers it -- carried to the
+output unchanged and reported as unreviewed. Hugging Face configs are read the way the transformers
+generation that wrote them meant (:mod:`llmstd.hfconfig`). Writing checks that the canonical config
+is expressible in the framework (fixed fields match, fields sharing one key agree) rather than writing
+something that would load as a different model, and spells Hugging Face configs so that transformers
+4.x and 5.x read the same model.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-from llmstd import expr
+from llmstd import expr, hfconfig
 from llmstd.config import CanonicalConfig
 from llmstd.errors import ConfigError
 from llmstd.maps import FieldRule, NamingMap
@@ -20,8 +26,43 @@ from llmstd.maps import FieldRule, NamingMap
 HF_STRUCTURAL_KEYS = ("model_type", "architectures", "dtype", "torch_dtype")
 
 
-def _literal_or_expr(value: Any, scope: Mapping[str, Any]) -> Any:
-    return expr.evaluate(value, scope) if expr.is_expression(value) else value
+@dataclass
+class ConfigKeys:
+    """What became of each framework config key besides the canonical fields it was read into."""
+
+    harmless: dict[str, str] = field(default_factory=dict)  # key -> why it cannot change the computation
+    unreviewed: list[str] = field(default_factory=list)  # no rule covers it: carried unchanged, reported
+
+    def record(self, report: Any) -> None:
+        """Copy into a :class:`~llmstd.mapping.MappingReport`."""
+        report.config_keys_harmless = dict(self.harmless)
+        report.config_keys_unreviewed = list(self.unreviewed)
+
+
+def _reads_hf_rope(nmap: NamingMap) -> bool:
+    """Whether the map reads rotary parameters from Hugging Face's keys (then hfconfig spells them)."""
+    rule = nmap.fields.get("rope_theta")
+    return nmap.config_format == "hf" and rule is not None and rule.key == "rope_theta"
+
+
+def _default_theta(nmap: NamingMap) -> float | None:
+    rule = nmap.fields["rope_theta"]
+    return rule.default if rule.has_default and isinstance(rule.default, (int, float)) else None
+
+
+def _literal_or_expr(value: Any, scope: Mapping[str, Any], framework: Mapping[str, Any]) -> Any:
+    return expr.evaluate(value, scope, framework) if expr.is_expression(value) else value
+
+
+def _keys_derived_from(nmap: NamingMap) -> set[str]:
+    """Framework keys that expressions read with key(): understood, and carried verbatim (in extras)
+    so that writing reproduces them and the derived field is checked against them."""
+    found: set[str] = set()
+    for rule in nmap.fields.values():
+        for value in (rule.fixed, rule.default):
+            if expr.is_expression(value):
+                found |= expr.keys_read(value)
+    return found
 
 
 def _pending_names(rule: FieldRule) -> set[str]:
@@ -31,7 +72,7 @@ def _pending_names(rule: FieldRule) -> set[str]:
     return set()
 
 
-def config_from_framework(
+def read_config(
     nmap: NamingMap,
     raw: Mapping[str, Any],
     *,
@@ -39,14 +80,20 @@ def config_from_framework(
     dtype: str,
     present: Iterable[str],
     source: str,
-) -> CanonicalConfig:
-    """Build the canonical config from a framework config dict.
-
-    ``present`` is the set of canonical tensor names found in the checkpoint (for 'present' rules).
-    """
+) -> tuple[CanonicalConfig, ConfigKeys]:
+    """The canonical config for a framework config dict, and what became of the keys no canonical
+    field reads. ``present`` is the set of canonical tensor names found in the checkpoint (for
+    'present' rules)."""
     present = set(present)
     values: dict[str, Any] = {}
     consumed = set(HF_STRUCTURAL_KEYS)
+    raw = dict(raw)
+    if _reads_hf_rope(nmap) and hfconfig.has_rope_keys(raw):
+        rope = hfconfig.read_rope(raw, _default_theta(nmap), source)
+        raw.update({"rope_theta": rope.theta, "rope_scaling": rope.scaling})
+        if rope.partial_rotary_factor is not None:
+            raw["partial_rotary_factor"] = rope.partial_rotary_factor
+        consumed.update(k for k in (hfconfig.V5_ROPE_KEY, "original_max_position_embeddings") if k in raw)
     pending = dict(nmap.fields)
     implicit = {"architecture": nmap.architecture, "head": head, "dtype": dtype}
     # Resolve in dependency order: expressions may refer to other fields (head_dim = hidden / heads).
@@ -60,13 +107,38 @@ def config_from_framework(
             progressed = True
         if not progressed:
             raise ConfigError(f"circular defaults between fields {', '.join(sorted(pending))}", file=nmap.path)
+    if nmap.config_format == "hf" and "layer_types" in raw:
+        hfconfig.check_layer_types(raw["layer_types"], values["num_layers"], values["sliding_window"], source)
+        consumed.add("layer_types")
+    keys = _classify(nmap, raw, consumed, source)
     extras = {k: v for k, v in raw.items() if k not in consumed}
     try:
-        return CanonicalConfig(architecture=nmap.architecture, head=head, dtype=dtype, extras=extras, **values)
+        config = CanonicalConfig(architecture=nmap.architecture, head=head, dtype=dtype, extras=extras, **values)
     except ConfigError as exc:
         raise ConfigError(exc.message, file=source, hint="fix config.json or pass the right --arch") from None
     except TypeError as exc:  # pragma: no cover - guarded by map validation
         raise ConfigError(str(exc), file=source) from None
+    return config, keys
+
+
+def _classify(nmap: NamingMap, raw: Mapping[str, Any], consumed: set[str], source: str) -> ConfigKeys:
+    """Harmless, refused (raises, naming every refused key) or unreviewed, for each unread key."""
+    keys = ConfigKeys()
+    refused = []
+    derived = _keys_derived_from(nmap)
+    for key in sorted(k for k in raw if k not in consumed and k not in derived):
+        rule = nmap.keys.get(key)
+        if rule is None:
+            keys.unreviewed.append(key)
+        elif rule.accepts(raw[key]):
+            keys.harmless[key] = rule.reason
+        else:
+            allowed = f" (llmstd runs it only as {' or '.join(map(repr, rule.allow))})" if rule.allow else ""
+            refused.append(f"'{key}' = {raw[key]!r}{allowed}: {rule.reason}")
+    if refused:
+        raise ConfigError(f"config key(s) change the computation in a way llmstd cannot express: {'; '.join(refused)}",
+                          file=source, hint="this model cannot be converted faithfully; nothing was written")
+    return keys
 
 
 def _read_field(nmap: NamingMap, rule: FieldRule, raw: Mapping[str, Any], values: dict[str, Any],
@@ -74,7 +146,7 @@ def _read_field(nmap: NamingMap, rule: FieldRule, raw: Mapping[str, Any], values
     if rule.present is not None:
         return rule.present in present
     if rule.has_fixed:
-        return _literal_or_expr(rule.fixed, values)
+        return _literal_or_expr(rule.fixed, values, raw)
     assert rule.key is not None
     found = [k for k in (rule.key, *rule.aliases) if k in raw]
     consumed.update(found)
@@ -83,7 +155,7 @@ def _read_field(nmap: NamingMap, rule: FieldRule, raw: Mapping[str, Any], values
         if not rule.has_default:
             raise ConfigError(f"config lacks '{rule.key}' (canonical '{rule.field}') and the map gives no default",
                               file=source, hint=f"add \"{rule.key}\" to the config")
-        return _literal_or_expr(rule.default, values)
+        return _literal_or_expr(rule.default, values, raw)
     if rule.values:
         table = dict(rule.values)
         if value not in table:
@@ -105,7 +177,7 @@ def config_to_framework(nmap: NamingMap, config: CanonicalConfig) -> dict[str, A
         if rule.present is not None:
             continue  # implied by which tensors are written
         if rule.has_fixed:
-            expected = _literal_or_expr(rule.fixed, scope)
+            expected = _literal_or_expr(rule.fixed, scope, config.extras)
             if value != expected:
                 raise ConfigError(
                     f"architecture '{nmap.architecture}' requires {name} = {expected!r}, but the canonical config "
@@ -130,4 +202,7 @@ def config_to_framework(nmap: NamingMap, config: CanonicalConfig) -> dict[str, A
         written_by[rule.key] = name
         for alias in rule.aliases:
             out.pop(alias, None)
+    if _reads_hf_rope(nmap) and config.positional == "rope":
+        factor = out.get("partial_rotary_factor") if "partial_rotary_factor" in written_by else None
+        out.update(hfconfig.portable_keys(config.rope_theta, config.rope_scaling, factor))
     return out

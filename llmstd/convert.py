@@ -56,6 +56,10 @@ class ConversionReport:
     ignored: list[dict[str, str]] = field(default_factory=list)
     duplicates_dropped: list[dict[str, str]] = field(default_factory=list)
     transforms: list[dict[str, Any]] = field(default_factory=list)
+    config_keys_harmless: dict[str, str] = field(default_factory=dict)
+    config_keys_unreviewed: list[str] = field(default_factory=list)
+    side_files: list[str] = field(default_factory=list)  # copied unchanged, relative to the destination
+    side_files_skipped: dict[str, str] = field(default_factory=dict)  # left behind, with the reason
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -109,7 +113,7 @@ def convert(
     )
     try:
         with staged_directory(dst, overwrite=overwrite) as staging:
-            written = target.write(ckpt, staging, options)
+            written = sorted(p.relative_to(staging).as_posix() for p in target.write(ckpt, staging, options))
     except LlmstdError as exc:
         if exc.file is None:  # e.g. a lossy cast found while writing: name the checkpoint it came from
             exc.file = str(src)
@@ -117,7 +121,9 @@ def convert(
     return ConversionReport(
         source=str(src), destination=str(dst), source_format=ckpt.format, container=ckpt.container,
         dialect=ckpt.dialect, architecture=ckpt.architecture, target_format=to, tensors=len(ckpt.tensors),
-        bytes=ckpt.nbytes, dtype=ckpt.config.dtype, files=sorted(p.name for p in written),
+        bytes=ckpt.nbytes, dtype=ckpt.config.dtype, files=written,
         seconds=round(time.perf_counter() - started, 3),
+        side_files=sorted(r for r in ckpt.sidecars.files if r not in ckpt.sidecars.skipped),
+        side_files_skipped=dict(ckpt.sidecars.skipped),
         **{k: v for k, v in ckpt.report.to_dict().items()},
     )

@@ -9,29 +9,38 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 
 from llmstd import transforms, vocab
 from llmstd.config import CanonicalConfig
 from llmstd.errors import MappingError, name_list
+from llmstd.findings import Findings, refuse, refuse_each
 from llmstd.maps import DialectName, Entry, NamingMap
 from llmstd.tensors import DerivedTensor, LazyTensor, same_bytes
+
+T = TypeVar("T")
 
 
 @dataclass
 class MappingReport:
-    """What happened to each source tensor besides a plain rename."""
+    """What happened to each source tensor besides a plain rename, and to each config key that no
+    canonical field reads (harmless ones with the map's reason; unreviewed ones carried unchanged)."""
 
     ignored: list[tuple[str, str]] = field(default_factory=list)  # (name, reason)
     duplicates_dropped: list[tuple[str, str]] = field(default_factory=list)  # (name, verified equal to)
     transforms: list[dict[str, object]] = field(default_factory=list)  # applied layout transforms
+    config_keys_harmless: dict[str, str] = field(default_factory=dict)  # key -> why it cannot matter
+    config_keys_unreviewed: list[str] = field(default_factory=list)  # no rule covers it: carried, reported
 
     def to_dict(self) -> dict[str, object]:
         return {
             "ignored": [{"name": n, "reason": r} for n, r in self.ignored],
             "duplicates_dropped": [{"name": n, "equal_to": e} for n, e in self.duplicates_dropped],
             "transforms": self.transforms,
+            "config_keys_harmless": dict(self.config_keys_harmless),
+            "config_keys_unreviewed": list(self.config_keys_unreviewed),
         }
 
 
@@ -104,8 +113,14 @@ def to_canonical(
     config: CanonicalConfig,
     *,
     source: str,
+    findings: Findings | None = None,
 ) -> tuple[dict[str, LazyTensor], MappingReport]:
-    """Rename and re-lay-out ``tensors`` (dialect names) into canonical tensors, strictly."""
+    """Rename and re-lay-out ``tensors`` (dialect names) into canonical tensors.
+
+    Strict: the first problem raises a MappingError. With ``findings`` (lenient): every problem is
+    recorded per tensor (``unexpected_tensor``, ``shape_mismatch``, ``missing_tensor``,
+    ``tie_mismatch``, ``alias_mismatch``) and the canonical tensors that mapped cleanly are returned.
+    """
     matcher = DialectMatcher(nmap, dialect, prefix)
     report = MappingReport()
     expected = vocab.expected_tensors(config)
@@ -129,91 +144,127 @@ def to_canonical(
         else:
             groups[(nmap.entries.index(m.entry), m.layer)] = (m, name)
     if unmapped:
-        raise MappingError(
+        hint = "add them to the map, list them under 'ignore' with a reason, or choose another --arch"
+        refuse_each(findings, MappingError(
             f"{len(unmapped)} tensor(s) have no canonical name in the '{dialect}' dialect of map "
-            f"{nmap.path}: {name_list(sorted(unmapped))}",
-            names=sorted(unmapped), file=source,
-            hint="add them to the map, list them under 'ignore' with a reason, or choose another --arch",
-        )
+            f"{nmap.path}: {name_list(sorted(unmapped))}", names=sorted(unmapped), file=source, hint=hint,
+        ), [("unexpected_tensor", MappingError(f"has no canonical name in the '{dialect}' dialect of map {nmap.path}",
+                                               tensor=name, file=source, hint=hint)) for name in sorted(unmapped)])
 
     out: dict[str, LazyTensor] = {}
-    unexpected: list[str] = []
+    reported: set[str] = set()  # canonical names whose tensor is stored but wrong (not also "missing")
+    unexpected: dict[str, list[str]] = {}  # source name -> the canonical names it would give
     for (_, layer), (m, name) in groups.items():
         canonical = [p.replace("{i}", str(layer)) for p in m.entry.canonical]
         steps = transforms.resolve(m.dname.steps, scope)
         if canonical and all(c in tied for c in canonical):
             target = tied[canonical[0]]
             if target not in expected:
-                unexpected.append(name)
+                unexpected[name] = canonical
                 continue
             report.duplicates_dropped.append((name, target))
             continue
         if not all(c in expected for c in canonical) or (layer is not None and layer >= config.num_layers):
-            unexpected.append(name)
+            unexpected[name] = canonical
             continue
         source_tensor = tensors[name]
         try:
             shapes = transforms.forward_shapes(steps, [source_tensor.shape])
         except transforms.TransformError as exc:
-            raise MappingError(f"{exc}", tensor=name, file=source) from None
+            reported.update(canonical)
+            refuse(findings, "shape_mismatch", MappingError(f"{exc}", tensor=name, file=source))
+            continue
+        wrong = [(cname, shape) for cname, shape in zip(canonical, shapes) if shape != expected[cname]]
+        if wrong:
+            reported.update(canonical)
+            hint = "the config and the weights disagree; fix config.json"
+            problems = [MappingError(
+                f"maps to '{cname}' with shape {list(shape)}, but the config implies {list(expected[cname])}",
+                tensor=name, file=source, hint=hint) for cname, shape in wrong]
+            refuse_each(findings, problems[0], [("shape_mismatch", p) for p in problems])
+            continue
         fan_out = _FanOut(steps, source_tensor, len(canonical))
         for k, (cname, shape) in enumerate(zip(canonical, shapes)):
-            if shape != expected[cname]:
-                raise MappingError(
-                    f"maps to '{cname}' with shape {list(shape)}, but the config implies {list(expected[cname])}",
-                    tensor=name, file=source, hint="the config and the weights disagree; fix config.json",
-                )
             out[cname] = fan_out.output(k, shape, f"{name} -> {cname}") if steps else source_tensor
         if steps:
             report.transforms.append({"source": name, "canonical": canonical,
                                       "transforms": [s.describe() for s in m.dname.steps]})
     if unexpected:
-        raise MappingError(
-            f"{len(unexpected)} tensor(s) are not part of this model according to its config: "
-            f"{name_list(sorted(unexpected))}",
-            names=sorted(unexpected), file=source,
-            hint="check tie_word_embeddings, bias and layer-count settings in the config",
-        )
-    missing = [c for c in expected if c not in out]
+        hint = "check tie_word_embeddings, bias and layer-count settings in the config"
+        names = sorted(unexpected)
+        refuse_each(findings, MappingError(
+            f"{len(names)} tensor(s) are not part of this model according to its config: {name_list(names)}",
+            names=names, file=source, hint=hint,
+        ), [("unexpected_tensor", MappingError(
+            f"maps to {', '.join(unexpected[n])}, which a model with this config does not have", tensor=n,
+            file=source, hint=hint)) for n in names])
+    missing = [c for c in expected if c not in out and c not in reported]
     if missing:
-        raise MappingError(
+        refuse_each(findings, MappingError(
             f"{len(missing)} canonical tensor(s) required by the config are missing: {name_list(missing)}",
             names=missing, file=source, hint="the checkpoint is incomplete or the config does not match it",
-        )
+        ), [_missing(c, config, source) for c in missing])
     # Tied duplicates (e.g. lm_head.weight kept next to the embeddings in .bin files) must be equal.
-    for name, target in report.duplicates_dropped:
-        if not same_bytes(tensors[name], out[target]):
-            raise MappingError(
+    for name, target in list(report.duplicates_dropped):
+        if target in out and not same_bytes(tensors[name], out[target]):
+            refuse(findings, "tie_mismatch", MappingError(
                 f"the config ties this tensor to '{target}', but their values differ",
                 tensor=name, file=source,
                 hint="set tie_word_embeddings to false in config.json if the model really has a separate head",
-            )
+            ))
     for name, m in aliases:
         primary = _instantiate(m.dname.name, prefix, m.layer)
         if primary not in tensors or not same_bytes(tensors[name], tensors[primary]):
-            raise MappingError(f"is declared an alias of '{primary}' but differs from it or it is missing",
-                               tensor=name, file=source)
+            refuse(findings, "alias_mismatch", MappingError(
+                f"is declared an alias of '{primary}' but differs from it or it is missing", tensor=name, file=source))
+            continue
         report.duplicates_dropped.append((name, primary))
-    return {c: out[c] for c in expected}, report
+    return {c: out[c] for c in expected if c in out}, report
 
 
-def require_canonical_set(tensors: Mapping[str, object], config: CanonicalConfig, *, source: str | None = None,
-                          hint: str | None = None) -> None:
-    """Raise MappingError unless ``tensors`` holds exactly the canonical tensors ``config`` stores, each
-    with the shape the config implies (values may be lazy tensors or arrays: only ``.shape`` is read)."""
+def _missing(name: str, config: CanonicalConfig, source: str | None) -> tuple[str, MappingError]:
+    """The finding for a canonical tensor the config requires but the checkpoint lacks. A missing head
+    under an untied config is far more often a wrong tying flag than a lost tensor: say so."""
+    if name in vocab.TIED and not vocab.tied_tensors(config):
+        return "tie_mismatch", MappingError(
+            f"the config says the head is untied (tie_word_embeddings = false) but no '{name}' is stored",
+            tensor=name, file=source, hint=f"set it true if the head shares '{vocab.TIED[name]}'")
+    return "missing_tensor", MappingError("required by the config but not stored", tensor=name, file=source)
+
+
+def require_canonical_set(tensors: Mapping[str, T], config: CanonicalConfig, *, source: str | None = None,
+                          hint: str | None = None, findings: Findings | None = None) -> dict[str, T]:
+    """``tensors`` in the config's order, checked to be exactly the canonical tensors ``config`` stores,
+    each with the shape the config implies (values may be lazy tensors or arrays: only ``.shape`` is
+    read). Strict: raises MappingError. With ``findings`` (lenient): records each problem
+    (``missing_tensor``, ``unexpected_tensor``, ``tie_mismatch``, ``shape_mismatch``) and returns the
+    tensors that fit."""
     expected = vocab.expected_tensors(config)
+    tied = vocab.tied_tensors(config)
     missing = [n for n in expected if n not in tensors]
     unexpected = sorted(n for n in tensors if n not in expected)
     if missing or unexpected:
         parts = ([f"missing {name_list(missing)}"] if missing else []) + (
             [f"unexpected {name_list(unexpected)}"] if unexpected else [])
-        raise MappingError(f"tensors do not match the canonical config: {'; '.join(parts)}",
-                           names=missing + unexpected, file=source, hint=hint)
+        refuse_each(findings, MappingError(f"tensors do not match the canonical config: {'; '.join(parts)}",
+                                           names=missing + unexpected, file=source, hint=hint),
+                    [*(_missing(n, config, source) for n in missing),
+                     *(("tie_mismatch", MappingError(f"stored, but the config ties it to '{tied[n]}' (stored once)",
+                                                     tensor=n, file=source)) if n in tied else
+                       ("unexpected_tensor", MappingError("not part of the model its canonical config describes",
+                                                          tensor=n, file=source)) for n in unexpected)])
+    fitting: dict[str, T] = {}
     for name, shape in expected.items():
+        if name not in tensors:
+            continue
         got = tuple(getattr(tensors[name], "shape"))
         if got != shape:
-            raise MappingError(f"shape {list(got)} differs from {list(shape)} implied by the config",
-                               tensor=name, file=source, hint=hint)
+            refuse(findings, "shape_mismatch", MappingError(
+                f"shape {list(got)} differs from {list(shape)} implied by the config", tensor=name, file=source,
+                hint=hint))
+            continue
+        fitting[name] = tensors[name]
+    return fitting
 
 
 class _FanOut:

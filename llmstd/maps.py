@@ -49,6 +49,29 @@ class FieldRule:
 
 
 @dataclass(frozen=True)
+class KeyRule:
+    """A framework config key that no canonical field reads: harmless (no effect on the computation,
+    carried verbatim) or refused unless its value is one of ``allow`` (the computation depends on it
+    in a way the canonical config cannot express)."""
+
+    key: str
+    reason: str
+    harmless: bool
+    allow: tuple[Any, ...] = ()
+
+    def accepts(self, value: Any) -> bool:
+        """Whether ``value`` (JSON null counts as absent) leaves the computation as canonical describes it."""
+        return self.harmless or value is None or any(_same_value(value, a) for a in self.allow)
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    """JSON equality that keeps booleans apart from numbers (``1 == True`` in Python)."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a == b
+    return bool(a == b)
+
+
+@dataclass(frozen=True)
 class Head:
     name: str  # causal_lm | masked_lm | base
     cls: str  # framework class name written to / read from the framework config
@@ -98,6 +121,9 @@ class NamingMap:
     fields: dict[str, FieldRule] = field(hash=False)
     dialects: dict[str, Dialect] = field(hash=False)
     entries: tuple[Entry, ...] = ()
+    keys: dict[str, KeyRule] = field(default_factory=dict, hash=False)  # harmless and refused config keys
+    extends: tuple[str, ...] = ()  # the maps this one was composed from, nearest first
+    abstract: bool = False  # a base for other maps only: names no architecture of its own
 
     def dialect(self, name: str) -> Dialect:
         try:
@@ -245,33 +271,67 @@ def _parse_dialect(path: Path, name: str, spec: Any) -> Dialect:
     return Dialect(name, spec.get("description", ""), heads, tuple(ignores))
 
 
-def parse_map(path: Path, data: Mapping[str, Any]) -> NamingMap:
-    """Validate a decoded map file; every problem is a MapError naming the file and key."""
-    _check_keys(path, "map", data, ("format", "architecture", "description", "config", "dialects", "tensors"),
-                ("format", "architecture", "dialects", "tensors"))
+def _parse_keys(path: Path, config: Mapping[str, Any], fields: Mapping[str, FieldRule]) -> dict[str, KeyRule]:
+    """``[config.harmless]`` (key = reason) and ``[config.refuse]`` (key = { reason, allow })."""
+    harmless, refuse = config.get("harmless", {}), config.get("refuse", {})
+    _check_keys(path, "config.harmless", harmless, harmless.keys() if isinstance(harmless, Mapping) else ())
+    _check_keys(path, "config.refuse", refuse, refuse.keys() if isinstance(refuse, Mapping) else ())
+    read_by_fields = {k: f.field for f in fields.values() if f.key for k in (f.key, *f.aliases)}
+    rules: dict[str, KeyRule] = {}
+    for key, reason in harmless.items():
+        if not isinstance(reason, str) or not reason:
+            raise _err(path, f"config.harmless.{key}", "must give the reason the key cannot change the computation")
+        rules[key] = KeyRule(key, reason, harmless=True)
+    for key, spec in refuse.items():
+        where = f"config.refuse.{key}"
+        _check_keys(path, where, spec, ("reason", "allow"), ("reason",))
+        allow = spec.get("allow", [])
+        if not isinstance(allow, list):
+            raise _err(path, where, "'allow' must be a list of the values that leave the computation unchanged")
+        if key in rules:
+            raise _err(path, where, "is listed as harmless too")
+        rules[key] = KeyRule(key, str(spec["reason"]), harmless=False, allow=tuple(allow))
+    for key in rules:
+        if key in read_by_fields:
+            raise _err(path, f"config.{'harmless' if rules[key].harmless else 'refuse'}.{key}",
+                       f"is already read by the rule for canonical field '{read_by_fields[key]}'")
+    return rules
+
+
+def parse_map(path: Path, data: Mapping[str, Any], *, extends: tuple[str, ...] = ()) -> NamingMap:
+    """Validate a decoded (already composed, see :func:`compose`) map; every problem is a MapError
+    naming the file and key."""
+    _check_keys(path, "map", data, ("format", "architecture", "description", "config", "dialects", "tensors",
+                                    "extends", "abstract"), ("format", "architecture"))
     if data["format"] != MAP_FORMAT:
         raise _err(path, "format", f"map format {data['format']!r} is not supported (this llmstd reads {MAP_FORMAT})")
     arch = data["architecture"]
     if not isinstance(arch, str) or not re.fullmatch(r"[a-z0-9_]+", arch):
         raise _err(path, "architecture", "must be a lowercase identifier")
+    abstract = data.get("abstract", False)
+    if not isinstance(abstract, bool):
+        raise _err(path, "abstract", "must be true or false")
+    if not abstract:
+        _check_keys(path, "map", data, data.keys(), ("dialects", "tensors"))
 
     config = data.get("config", {})
-    _check_keys(path, "config", config, ("format", "model_types", "fields"))
+    _check_keys(path, "config", config, ("format", "model_types", "fields", "harmless", "refuse"))
     fields: dict[str, FieldRule] = {}
-    if config:
-        _check_keys(path, "config", config, ("format", "model_types", "fields"), ("format", "model_types", "fields"))
-        for fname, fspec in config["fields"].items():
-            fields[fname] = _parse_field(path, fname, fspec)
+    for fname, fspec in config.get("fields", {}).items():
+        fields[fname] = _parse_field(path, fname, fspec)
+    if not abstract and fields:
+        _check_keys(path, "config", config, config.keys(), ("format", "model_types", "fields"))
         missing = sorted(set(FIELDS) - IMPLICIT_FIELDS - set(fields))
         if missing:
             raise _err(path, "config.fields", f"does not say how to obtain {', '.join(missing)}",
                        hint="every canonical field needs a 'key', 'fixed' or 'present' rule")
+    keys = _parse_keys(path, config, fields)
 
-    dialects = {name: _parse_dialect(path, name, spec) for name, spec in data["dialects"].items()}
+    dialects = {name: _parse_dialect(path, name, spec) for name, spec in data.get("dialects", {}).items()}
 
     entries = []
     seen: dict[tuple[str, str], int] = {}
-    for k, raw in enumerate(data["tensors"]):
+    for k, raw in enumerate(data.get("tensors", [])):
         where = f"tensors[{k}]"
         if not isinstance(raw, Mapping) or "canonical" not in raw:
             raise _err(path, where, "each entry needs a 'canonical' name")
@@ -304,17 +364,109 @@ def parse_map(path: Path, data: Mapping[str, Any]) -> NamingMap:
 
     model_types = tuple(config.get("model_types", ())) if config else ()
     return NamingMap(arch, data.get("description", ""), path, config.get("format") if config else None,
-                     model_types, fields, dialects, tuple(entries))
+                     model_types, fields, dialects, tuple(entries), keys, extends, abstract)
 
 
-def load_map_file(path: Path) -> NamingMap:
+def _read_toml(path: Path) -> dict[str, Any]:
     try:
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise MapError(f"not valid TOML: {exc}", file=path) from None
     except OSError as exc:
         raise MapError(f"cannot read map file: {exc.strerror}", file=path) from None
-    return parse_map(Path(path), data)
+
+
+def _entry_key(path: Path, where: str, raw: Any) -> tuple[str, ...]:
+    if not isinstance(raw, Mapping) or "canonical" not in raw:
+        raise _err(path, where, "each entry needs a 'canonical' name")
+    canonical = raw["canonical"]
+    return (canonical,) if isinstance(canonical, str) else tuple(canonical)
+
+
+def compose(base: Mapping[str, Any], child: Mapping[str, Any], path: Path) -> dict[str, Any]:
+    """The map ``child`` describes when it ``extends`` ``base`` (both decoded TOML), as one map.
+
+    The child's scalars win; ``config.fields`` merge field by field; a key the child lists under
+    ``config.harmless`` or ``config.refuse`` replaces the base's classification of it; dialects merge
+    head by head, their ignore lists by pattern; a tensor entry with the same ``canonical`` names
+    merges dialect by dialect (``dialect = false`` drops the base's name), other entries are appended.
+    Nothing of either input is modified."""
+    out = {k: v for k, v in base.items() if k != "abstract"}
+    out.update({k: v for k, v in child.items() if k not in ("config", "dialects", "tensors", "extends")})
+    config = dict(base.get("config", {}))
+    for key, value in child.get("config", {}).items():
+        if key == "fields":
+            config["fields"] = {**config.get("fields", {}), **value}
+        elif key not in ("harmless", "refuse"):
+            config[key] = value
+    overridden = set(child.get("config", {}).get("harmless", {})) | set(child.get("config", {}).get("refuse", {}))
+    for table in ("harmless", "refuse"):
+        merged = {k: v for k, v in config.get(table, {}).items() if k not in overridden}
+        merged.update(child.get("config", {}).get(table, {}))
+        if merged:
+            config[table] = merged
+    if config:
+        out["config"] = config
+    dialects = {name: dict(spec) for name, spec in base.get("dialects", {}).items()}
+    for name, spec in child.get("dialects", {}).items():
+        if not isinstance(spec, Mapping):
+            raise _err(path, f"dialects.{name}", "must be a table")
+        merged = dialects.setdefault(name, {})
+        for key, value in spec.items():
+            if key == "heads":
+                merged["heads"] = {**merged.get("heads", {}), **value}
+            elif key == "ignore":
+                patterns = {ig.get("pattern") for ig in value if isinstance(ig, Mapping)}
+                merged["ignore"] = [ig for ig in merged.get("ignore", []) if ig.get("pattern") not in patterns] + value
+            else:
+                merged[key] = value
+    if dialects:
+        out["dialects"] = dialects
+    tensors = [dict(e) for e in base.get("tensors", [])]
+    # Only base entries are merged into: two child entries with the same canonical names stay two,
+    # so that validation reports the duplicate.
+    index = {_entry_key(path, f"tensors[{k}]", e): k for k, e in enumerate(tensors)}
+    for k, entry in enumerate(child.get("tensors", [])):
+        key = _entry_key(path, f"tensors[{k}]", entry)
+        if key in index:
+            merged = tensors[index.pop(key)]
+        else:
+            merged = {}
+            tensors.append(merged)
+        for dialect, name in entry.items():
+            if name is False:
+                merged.pop(dialect, None)
+            else:
+                merged[dialect] = name
+    if tensors:
+        out["tensors"] = tensors
+    return out
+
+
+def _resolve(path: Path, data: Mapping[str, Any], chain: tuple[Path, ...]) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """``data`` with everything it extends composed in; also the names of the maps it extends."""
+    parent = data.get("extends")
+    if parent is None:
+        return dict(data), ()
+    if not isinstance(parent, str):
+        raise _err(path, "extends", "must name one map")
+    files = _map_files()
+    sibling = path.parent / f"{parent}.toml"
+    parent_path = sibling if sibling.is_file() and sibling != path else files.get(parent)
+    if parent_path is None:
+        raise _err(path, "extends", f"names '{parent}', which is no naming map",
+                   hint=f"maps: {', '.join(sorted(files))}")
+    if parent_path in chain or parent_path == path:
+        raise _err(path, "extends", f"'{parent}' extends this map again (a cycle)")
+    base, above = _resolve(parent_path, _read_toml(parent_path), (*chain, path))
+    return compose(base, data, path), (parent, *above)
+
+
+def load_map_file(path: Path) -> NamingMap:
+    """Load, compose (``extends``) and validate one map file."""
+    path = Path(path)
+    data, extends = _resolve(path, _read_toml(path), ())
+    return parse_map(path, data, extends=extends)
 
 
 def _map_files() -> dict[str, Path]:
@@ -330,24 +482,30 @@ def _map_files() -> dict[str, Path]:
 
 
 @functools.lru_cache(maxsize=None)
-def _load_cached(path: Path, mtime: float) -> NamingMap:
+def _load_cached(path: Path, stamps: tuple[tuple[str, float], ...]) -> NamingMap:
     return load_map_file(path)
 
 
 def available() -> list[str]:
-    """Architectures that have a naming map (built-in plus LLMSTD_MAPS_PATH)."""
-    return sorted(_map_files())
+    """Architectures that have a naming map (built-in plus LLMSTD_MAPS_PATH). Files whose name starts
+    with an underscore hold abstract maps, bases that other maps extend."""
+    return sorted(name for name in _map_files() if not name.startswith("_"))
 
 
 def load(architecture: str) -> NamingMap:
     files = _map_files()
-    if architecture not in files:
+    if architecture not in files or architecture.startswith("_"):
         raise MapError(f"no naming map for architecture '{architecture}'",
-                       hint=f"available: {', '.join(sorted(files))}; add naming_maps/{architecture}.toml")
+                       hint=f"available: {', '.join(available())}; add naming_maps/{architecture}.toml")
     path = files[architecture]
-    nmap = _load_cached(path, path.stat().st_mtime)
+    # A map is reloaded when it or any map it may extend changes on disk.
+    stamps = tuple(sorted((str(p), p.stat().st_mtime) for p in files.values()))
+    nmap = _load_cached(path, stamps)
     if nmap.architecture != architecture:
         raise MapError(f"file declares architecture '{nmap.architecture}' but is named '{architecture}.toml'", file=path)
+    if nmap.abstract:
+        raise MapError(f"map '{architecture}' is abstract (a base for other maps), not an architecture", file=path,
+                       hint="abstract maps live in files whose name starts with '_'")
     return nmap
 
 

@@ -1,32 +1,40 @@
 """Pre-publish lint of a checkpoint (``llmstd validate PATH``), and its tamper-evident manifest.
 
 ``validate`` collects every finding rather than stopping at the first, so one run lists all that
-needs fixing. It reads Hugging Face and canonical directories itself, leniently (the strict
-``llmstd.load`` raises at the first problem); other formats are read with ``llmstd.load`` and get
-the tensor-level checks. Findings are errors (the checkpoint should not be published; exit 1) or
-warnings (worth a look; exit 0).
+needs fixing. It reads every format through the same reader ``llmstd convert`` uses, handed a
+findings collector (lenient: each problem is recorded and reading carries on; see
+:class:`llmstd.formats.Reader`), so lint and conversion cannot disagree about what a checkpoint is.
+Formats whose reader has no lenient mode yet (tf-h5, tf-ckpt, onnx) are read strictly: their first
+problem becomes an ``unreadable`` finding. Then validate lints what was read. Findings are errors
+(the checkpoint should not be published; exit 1) or warnings (worth a look; exit 0).
 
-Checks, by finding code:
+Checks, by finding code, and where each is found:
 
-- files: ``unreadable`` (not a checkpoint llmstd recognises, or a format read strictly failed),
-  ``bad_header`` (strict safetensors header or torch-pickle structure; one per file),
-  ``hf_metadata`` (safetensors metadata without ``format = pt``, which transformers refuses),
-  ``bad_index``, ``missing_shard``, ``index_names_absent_tensor`` (index places a tensor in a shard
-  that lacks it), ``index_wrong_shard``, ``unindexed_tensor`` (a shard holds a tensor the index does
-  not list), ``duplicate_tensor`` (in two shards), ``total_size`` (index total vs tensor bytes),
-  ``stray_shard`` (warning: a shard-named file the index does not use).
-- mapping: ``config_error``, ``unexpected_tensor`` (no canonical name in the map, or not part of the
-  model its config describes), ``missing_tensor``, ``shape_mismatch``, ``tie_mismatch`` (an
-  ``lm_head`` stored although the config ties it, or missing although it does not; a stored tied
-  duplicate that differs; canonical ``llmstd.tied`` metadata disagreeing with the config),
-  ``alias_mismatch``, ``tie_redundant`` (warning: untied but bit-identical to the embeddings).
-- dtypes: ``mixed_dtypes`` (floating tensors in more than one dtype), ``dtype_mismatch`` (the
+- files (readers: ``llmstd.formats.hf``/``canonical``, ``llmstd.converters.shard_index``):
+  ``unreadable`` (not a checkpoint llmstd recognises, or a strict read failed), ``bad_header``
+  (strict safetensors header or torch-pickle structure; one per file), ``hf_metadata`` (safetensors
+  metadata without ``format = pt``, which transformers refuses), ``bad_index``, ``missing_shard``,
+  ``index_names_absent_tensor`` (index places a tensor in a shard that lacks it),
+  ``index_wrong_shard``, ``unindexed_tensor`` (a shard holds a tensor the index does not list),
+  ``duplicate_tensor`` (in two shards), ``total_size`` (index total vs tensor bytes; a warning when
+  the index has none), ``stray_shard`` (warning: a shard-named file the index does not use),
+  ``side_file`` (a side file conversion refuses to carry: a link leaving the checkpoint directory).
+- mapping (readers, ``llmstd.mapping``): ``config_error``, ``unexpected_tensor`` (no canonical name
+  in the map, or not part of the model its config describes), ``missing_tensor``,
+  ``shape_mismatch``, ``tie_mismatch`` (an ``lm_head`` stored although the config ties it, or
+  missing although it does not; a stored tied duplicate that differs; canonical ``llmstd.tied``
+  metadata disagreeing with the config), ``alias_mismatch``.
+- config (here): ``config_not_portable`` (a Hugging Face ``config.json`` -- of an hf, tf-h5 or onnx
+  directory -- that transformers 4.x and 5.x read as different models; ``llmstd convert`` rewrites it
+  with both spellings), ``tie_redundant`` (warning: untied but bit-identical to the embeddings).
+- dtypes (here): ``mixed_dtypes`` (floating tensors in more than one dtype), ``dtype_mismatch`` (the
   config's ``dtype``/``torch_dtype`` differs from the tensors').
-- values: ``nan``, ``inf``, ``all_zero`` and ``constant`` weight matrices (errors), constant
+- values (here): ``nan``, ``inf``, ``all_zero`` and ``constant`` weight matrices (errors), constant
   vectors (warning ``constant_vector``: untrained norms and biases look like this).
-- canonical metadata: ``metadata`` (format key, spec version, shards disagreeing), ``provenance``
-  and ``transforms`` (must be recorded, so nothing is ever applied twice), ``provenance_hash``
-  (warning: a source file hash was never filled in).
+- canonical metadata: ``metadata`` (reader: format key, spec version, shards disagreeing on config or
+  spec version, unreadable ``llmstd.tied``), ``provenance`` and ``transforms`` (reader: recorded;
+  here: well-formed, so nothing is ever applied twice), ``provenance_hash`` (here, warning: a source
+  file hash was never filled in).
 - ``check_failed`` when ``against=`` is given and ``llmstd check`` fails.
 - manifest: ``manifest_error``, ``manifest_tensor_mismatch`` (names each tensor whose sha256 differs),
   ``manifest_missing_tensor``, ``manifest_unexpected_tensor``, ``manifest_config_mismatch``,
@@ -41,49 +49,33 @@ tensor hashes; plus architecture, canonical config, provenance, file hashes and 
 from __future__ import annotations
 
 import collections
-import dataclasses
 import datetime
 import json
 import os
-import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from llmstd import __version__, formats, transforms, vocab
+from llmstd import __version__, formats, hfconfig, transforms, vocab
+from llmstd.checkpoint import Checkpoint
 from llmstd.config import CanonicalConfig
-from llmstd.configmap import config_from_framework
-from llmstd.converters import safetensors_io, torch_pickle
+from llmstd.configmap import _default_theta, _reads_hf_rope
 from llmstd.errors import LlmstdError
+from llmstd.findings import ERROR, WARNING, Finding, Findings, attempt
 from llmstd.formats import common
 from llmstd.jsonfile import read_json_object
-from llmstd.mapping import DialectMatcher
-from llmstd.tensors import DerivedTensor, LazyTensor, same_bytes
+from llmstd.tensors import LazyTensor, same_bytes
+
+__all__ = ["MANIFEST_NAME", "Finding", "ValidationReport", "validate", "write_manifest"]
 
 MANIFEST_NAME = "llmstd-manifest.json"
 MANIFEST_VERSION = 1
-ERROR, WARNING = "error", "warning"
 _CHUNK = 1 << 22  # elements scanned per step, so value checks hold at most a few MB extra
-_HF_SAFETENSORS_FORMATS = ("pt", "tf", "flax", "mlx")  # what transformers' loader accepts
-
-
-@dataclass
-class Finding:
-    severity: str  # error | warning
-    code: str
-    message: str
-    tensor: str | None = None
-    file: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def __str__(self) -> str:
-        where = ": ".join(w for w in (self.file, f"tensor '{self.tensor}'" if self.tensor else None) if w)
-        return f"{self.severity} [{self.code}] {where + ': ' if where else ''}{self.message}"
+HF_CONFIG = "config.json"
+_HF_CONFIG_FORMATS = ("hf", "tf-h5", "onnx")  # formats whose directory carries a Hugging Face config.json
 
 
 @dataclass
@@ -126,404 +118,139 @@ class ValidationReport:
         return json.dumps(self.to_dict(), indent=indent, sort_keys=True, allow_nan=False)
 
 
-class _Findings(list):  # type: ignore[type-arg]
-    def error(self, code: str, message: str, *, tensor: str | None = None, file: Path | str | None = None) -> None:
-        self.append(Finding(ERROR, code, message, tensor, str(file) if file is not None else None))
-
-    def warning(self, code: str, message: str, *, tensor: str | None = None, file: Path | str | None = None) -> None:
-        self.append(Finding(WARNING, code, message, tensor, str(file) if file is not None else None))
-
-    def from_exception(self, code: str, exc: LlmstdError) -> None:
-        message = exc.message + (f" — {exc.hint}" if exc.hint else "")
-        self.error(code, message, tensor=exc.tensor, file=exc.file)
-
-
 @dataclass
 class _Opened:
-    """What a lenient read recovered: canonical tensors (as many as could be mapped) and context."""
+    """What the format's reader recovered (canonical tensors: those that mapped cleanly), and context."""
 
     format: str | None = None
-    container: str | None = None
-    config: CanonicalConfig | None = None
-    canonical: dict[str, LazyTensor] = field(default_factory=dict)
+    ckpt: Checkpoint | None = None
+    hf_config: dict[str, Any] | None = None  # the raw Hugging Face config.json, for formats that carry one
+    hf_config_path: Path | None = None
     source_of: dict[str, str] = field(default_factory=dict)  # canonical name -> name in the files
-    files: list[Path] = field(default_factory=list)
-    provenance: dict[str, Any] | None = None
-    declared_dtype: str | None = None  # the dtype the framework config declares, if any
+
+    @property
+    def container(self) -> str | None:
+        return self.ckpt.container if self.ckpt else None
+
+    @property
+    def config(self) -> CanonicalConfig | None:
+        return self.ckpt.config if self.ckpt else None
+
+    @property
+    def canonical(self) -> dict[str, LazyTensor]:
+        return self.ckpt.tensors if self.ckpt else {}
+
+    @property
+    def files(self) -> list[Path]:
+        return list(self.ckpt.files) if self.ckpt else []
+
+    @property
+    def provenance(self) -> dict[str, Any] | None:
+        return self.ckpt.provenance if self.ckpt else None
+
+    @property
+    def declared_dtype(self) -> str | None:
+        """The dtype the checkpoint says it has: config.json's for a Hugging Face directory (its reader
+        takes the tensors' own), else the canonical config's."""
+        if self.format == "hf":
+            declared = (self.hf_config or {}).get("torch_dtype", (self.hf_config or {}).get("dtype"))
+            return declared if isinstance(declared, str) else None
+        return self.config.dtype if self.config else None
 
 
-# ------------------------------------------------------------------------------------------------
-# containers
-
-
-def _open_safetensors(path: Path, found: _Findings, *, hf: bool) -> dict[str, LazyTensor] | None:
-    try:
-        sf = safetensors_io.open_file(path)
-    except LlmstdError as exc:
-        found.from_exception("bad_header", exc)
-        return None
-    if hf and sf.metadata and sf.metadata.get("format") not in _HF_SAFETENSORS_FORMATS:
-        found.error("hf_metadata", f"safetensors metadata has format {sf.metadata.get('format')!r}; transformers "
-                    f"refuses files whose metadata lacks format = pt", file=path)
-    return dict(sf.tensors)
-
-
-def _open_pickle(path: Path, found: _Findings) -> dict[str, LazyTensor] | None:
-    try:
-        return torch_pickle.read_torch_checkpoint(path)
-    except LlmstdError as exc:
-        found.from_exception("bad_header", exc)
-        return None
-
-
-_PLAIN_NAME = re.compile(r"^[^/\\]+$")
-
-
-def _open_index(index: Path, open_shard: Callable[[Path], dict[str, LazyTensor] | None],
-                found: _Findings) -> tuple[dict[str, LazyTensor], list[Path]]:
-    """Every tensor of an index's shards, with the index checked against them in both directions."""
-    try:
-        data = read_json_object(index)
-    except LlmstdError as exc:
-        found.from_exception("bad_index", exc)
-        return {}, []
-    weight_map = data.get("weight_map")
-    if not isinstance(weight_map, dict) or not weight_map:
-        found.error("bad_index", "index has no 'weight_map' object", file=index)
-        return {}, []
-    shard_of: dict[str, str] = {}
-    for name, shard in weight_map.items():
-        if not isinstance(shard, str) or not _PLAIN_NAME.match(shard) or shard in (".", ".."):
-            found.error("bad_index", f"shard path {shard!r} is not a plain file name next to the index",
-                        tensor=name, file=index)
-            continue
-        shard_of[name] = shard
-    contents: dict[str, dict[str, LazyTensor]] = {}
-    unreadable = False
-    for shard in sorted(set(shard_of.values())):
-        path = index.parent / shard
-        if not path.is_file():
-            count = sum(1 for s in shard_of.values() if s == shard)
-            found.error("missing_shard", f"the index places {count} tensor(s) in {shard}, which does not exist",
-                        file=path)
-            unreadable = True
-            continue
-        opened = open_shard(path)
-        if opened is None:
-            unreadable = True
-            continue
-        contents[shard] = opened
-    tensors: dict[str, LazyTensor] = {}
-    stored_in: dict[str, str] = {}
-    for shard, items in contents.items():
-        for name, tensor in items.items():
-            if name in stored_in:
-                found.error("duplicate_tensor", f"stored in both {stored_in[name]} and {shard}", tensor=name,
-                            file=index)
-                continue
-            stored_in[name], tensors[name] = shard, tensor
-    for name, shard in shard_of.items():
-        if shard in contents and name not in contents[shard]:
-            if name in stored_in:
-                found.error("index_wrong_shard", f"the index places it in {shard}, but it is stored in "
-                            f"{stored_in[name]}", tensor=name, file=index)
-            else:
-                found.error("index_names_absent_tensor", f"the index places it in {shard}, which does not contain it",
-                            tensor=name, file=index)
-    for name, shard in stored_in.items():
-        if name not in weight_map:
-            found.error("unindexed_tensor", f"{shard} stores it, but the index does not list it", tensor=name,
-                        file=index)
-    meta = data.get("metadata")
-    total = meta.get("total_size") if isinstance(meta, dict) else None
-    if total is None:
-        found.warning("total_size", "index has no metadata.total_size", file=index)
-    elif not unreadable:
-        actual = sum(t.nbytes for t in tensors.values())
-        if total != actual:
-            found.error("total_size", f"index total_size {total} differs from the {actual} bytes its shards hold",
-                        file=index)
-    stem = index.name.removesuffix(".index.json")
-    base, suffix = os.path.splitext(stem)
-    pattern = re.compile(re.escape(base) + r"-\d{5}-of-\d{5}" + re.escape(suffix) + r"\Z")
-    for stray in sorted(index.parent.iterdir()):
-        if pattern.match(stray.name) and stray.name not in set(shard_of.values()):
-            found.warning("stray_shard", f"looks like a shard of {index.name} but the index does not use it",
-                          file=stray)
-    return tensors, [index.parent / s for s in contents] + [index]
-
-
-# ------------------------------------------------------------------------------------------------
-# Hugging Face directories
-
-
-def _open_hf(path: Path, arch: str | None, found: _Findings) -> _Opened:
-    from llmstd.formats import (
-        hf as hf_format,  # format modules register on import: import on use only
-    )
-
-    opened = _Opened(format="hf")
-    config_path = path / hf_format.CONFIG
-    try:
-        raw = read_json_object(config_path)
-    except LlmstdError as exc:
-        found.from_exception("config_error", exc)
-        return opened
-    declared = raw.get("torch_dtype", raw.get("dtype"))
-    opened.declared_dtype = declared if isinstance(declared, str) else None
-    tensors: dict[str, LazyTensor] | None
-    if (path / hf_format.SAFETENSORS).is_file():
-        opened.container, files = "safetensors", [path / hf_format.SAFETENSORS]
-        tensors = _open_safetensors(files[0], found, hf=True)
-    elif (path / hf_format.SAFETENSORS_INDEX).is_file():
-        opened.container = "safetensors-sharded"
-        tensors, files = _open_index(path / hf_format.SAFETENSORS_INDEX,
-                                     lambda p: _open_safetensors(p, found, hf=True), found)
-    elif (path / hf_format.BIN).is_file():
-        opened.container, files = "torch-pickle", [path / hf_format.BIN]
-        tensors = _open_pickle(files[0], found)
-    else:
-        opened.container = "torch-pickle-sharded"
-        tensors, files = _open_index(path / hf_format.BIN_INDEX, lambda p: _open_pickle(p, found), found)
-    opened.files = [config_path, *files]
-    if tensors is None:
-        return opened
-    try:
-        nmap = hf_format.map_for_config(raw, arch, config_path, list(tensors))
-        head = hf_format.detect_head(nmap, hf_format.DIALECT, raw, list(tensors))
-        matcher = DialectMatcher(nmap, hf_format.DIALECT, head.prefix)
-        present = matcher.canonical_names_present(list(tensors))
-        opened.config = config_from_framework(nmap, raw, head=head.name, dtype=common.dominant_dtype(tensors),
-                                              present=present, source=str(config_path))
-    except LlmstdError as exc:
-        found.from_exception("config_error", exc)
-        return opened
-    _map_hf(matcher, tensors, opened, found)
+def _open(path: Path, arch: str | None, found: Findings) -> _Opened:
+    """Read ``path`` with its format's own reader, collecting its findings."""
+    fmt = attempt(found, "unreadable", lambda: formats.detect(path))
+    if fmt is None:
+        return _Opened()
+    opened = _Opened(format=fmt.name)
+    if fmt.name in _HF_CONFIG_FORMATS:
+        opened.hf_config_path = _root(path) / HF_CONFIG
+        try:
+            opened.hf_config = read_json_object(opened.hf_config_path)
+        except LlmstdError:
+            pass  # absent (an onnx file alone) or unreadable: reading it is the reader's, which reports it
+    # A strict reader's first problem, or one a lenient reader could not foresee, is the last finding.
+    opened.ckpt = attempt(found, "unreadable", lambda: fmt.read(path, arch, findings=found))
+    if opened.ckpt is not None:
+        opened.source_of = _stored_as(opened.ckpt)
     return opened
 
 
-def _map_hf(matcher: DialectMatcher, tensors: dict[str, LazyTensor], opened: _Opened, found: _Findings) -> None:
-    """The lenient twin of ``mapping.to_canonical``: map what maps, report everything else."""
-    from llmstd.formats import hf as hf_format
-
-    config = opened.config
-    assert config is not None
-    arch = matcher.nmap.architecture
-    expected = vocab.expected_tensors(config)
-    tied = vocab.tied_tensors(config)
-    scope = config.to_dict()
-    seen: set[str] = set()
-    duplicates: list[tuple[str, str]] = []
-    aliases: list[tuple[str, str]] = []
-    for name, tensor in tensors.items():
-        match = matcher.match(name)
-        if match is None:
-            if matcher.ignore_reason(name) is None:
-                found.error("unexpected_tensor", f"has no canonical name in the '{hf_format.DIALECT}' dialect of "
-                            f"the '{arch}' map", tensor=name)
-            continue
-        layer = match.layer
-        if match.alias:
-            primary = match.dname.name.replace("{prefix}", matcher.prefix)
-            aliases.append((name, primary.replace("{i}", str(layer)) if layer is not None else primary))
-            continue
-        names = [p.replace("{i}", str(layer)) for p in match.entry.canonical]
-        if names and all(n in tied for n in names):
-            duplicates.append((name, tied[names[0]]))
-            continue
-        if not all(n in expected for n in names) or (layer is not None and layer >= config.num_layers):
-            found.error("unexpected_tensor", f"maps to {', '.join(names)}, which a model with this config does not "
-                        "have (check the layer count, bias and tying settings)", tensor=name)
-            continue
-        seen.update(names)
-        steps = transforms.resolve(match.dname.steps, scope)
-        try:
-            shapes = transforms.forward_shapes(steps, [tensor.shape])
-        except transforms.TransformError as exc:
-            found.error("shape_mismatch", str(exc), tensor=name)
-            continue
-        wrong = [(n, s) for n, s in zip(names, shapes) if s != expected[n]]
-        for cname, shape in wrong:
-            found.error("shape_mismatch", f"maps to '{cname}' with shape {list(shape)}, but the config implies "
-                        f"{list(expected[cname])}", tensor=name)
-        if wrong:
-            continue
-        for k, (cname, shape) in enumerate(zip(names, shapes)):
-            opened.canonical[cname] = (DerivedTensor([tensor], _part(steps, k), shape, tensor.dtype,
-                                                     f"{name} -> {cname}") if steps else tensor)
-            opened.source_of[cname] = name
-    _missing(expected, seen, tied, found)
-    for name, target in duplicates:
-        if target in opened.canonical and not same_bytes(tensors[name], opened.canonical[target]):
-            found.error("tie_mismatch", f"the config ties it to '{target}', but the stored values differ",
-                        tensor=name)
-    for name, primary in aliases:
-        if primary not in tensors or not same_bytes(tensors[name], tensors[primary]):
-            found.error("alias_mismatch", f"is declared an alias of '{primary}' but differs from it or it is missing",
-                        tensor=name)
-
-
-def _part(steps: list[transforms.ResolvedStep], index: int) -> Callable[[list[np.ndarray]], np.ndarray]:
-    """Canonical tensor ``index`` of a dialect tensor's forward transform chain."""
-    return lambda arrays: transforms.apply_forward(steps, arrays)[index]
-
-
-def _missing(expected: Mapping[str, tuple[int, ...]], seen: set[str], tied: Mapping[str, str],
-             found: _Findings) -> None:
-    for name in expected:
-        if name in seen:
-            continue
-        if name in vocab.TIED and not tied:
-            found.error("tie_mismatch", f"the config says the head is untied (tie_word_embeddings = false) but no "
-                        f"'{name}' is stored; set it true if the head shares '{vocab.TIED[name]}'", tensor=name)
-        else:
-            found.error("missing_tensor", "required by the config but not stored", tensor=name)
+def _stored_as(ckpt: Checkpoint) -> dict[str, str]:
+    """Canonical name -> the name it is stored under, for messages. A plain rename hands out the
+    stored tensor itself; a transformed one is recorded in the mapping report."""
+    out: dict[str, str] = {}
+    if ckpt.dialect != "canonical":  # a canonical file's report holds the history of its source
+        for record in ckpt.report.transforms:
+            out.update({str(c): str(record["source"]) for c in record["canonical"]})  # type: ignore[attr-defined]
+    stored = {id(t): n for n, t in ckpt.source_names.items()}
+    out.update({c: stored[id(t)] for c, t in ckpt.tensors.items() if id(t) in stored})
+    return out
 
 
 # ------------------------------------------------------------------------------------------------
-# canonical checkpoints
+# lint of what the readers do not judge
 
 
-def _open_canonical(path: Path, arch: str | None, found: _Findings) -> _Opened:
-    from llmstd.formats import canonical as canonical_format
+def _check_portable(opened: _Opened, arch: str | None, found: Findings) -> None:
+    """A Hugging Face config.json that transformers 4.x and 5.x read as different models: e.g. a
+    5.x-only ``rope_parameters`` runs under 4.57 with ``rope_theta`` 10000, silently."""
+    # Format modules register on import, in detection order: import on use.
+    from llmstd.formats import hf
 
-    opened = _Opened(format="canonical")
-    metas: list[tuple[Path, dict[str, str]]] = []
-
-    def open_shard(p: Path) -> dict[str, LazyTensor] | None:
-        try:
-            sf = safetensors_io.open_file(p)
-        except LlmstdError as exc:
-            found.from_exception("bad_header", exc)
-            return None
-        metas.append((p, sf.metadata))
-        return dict(sf.tensors)
-
-    single = path if path.is_file() else path / canonical_format.SINGLE
-    if single.is_file():
-        opened.container = "safetensors"
-        tensors, opened.files = open_shard(single), [single]
-    else:
-        opened.container = "safetensors-sharded"
-        tensors, opened.files = _open_index(path / canonical_format.INDEX, open_shard, found)
-    if tensors is None or not metas:
-        return opened
-    first, meta = metas[0]
-    for other, other_meta in metas[1:]:
-        if other_meta != meta:
-            found.error("metadata", "shards carry different metadata (config, provenance or spec version)", file=other)
-    if meta.get(canonical_format.KEY_FORMAT) != canonical_format.FORMAT_VALUE:
-        found.error("metadata", f"metadata lacks {canonical_format.KEY_FORMAT} = {canonical_format.FORMAT_VALUE}",
-                    file=first)
+    if opened.hf_config is None or opened.hf_config_path is None:
+        return
+    known = arch or (opened.config.architecture if opened.config else None)
     try:
-        canonical_format.check_spec_version(meta.get(canonical_format.KEY_SPEC, ""), first)
-    except LlmstdError as exc:
-        found.from_exception("metadata", exc)
-    try:
-        opened.config = CanonicalConfig.from_dict(canonical_format.json_field(meta, canonical_format.KEY_CONFIG, first),
-                                                  source=str(first))
-    except LlmstdError as exc:
-        found.from_exception("config_error", exc)
-    if opened.config is not None and arch and arch != opened.config.architecture:
-        found.error("config_error", f"checkpoint is '{opened.config.architecture}', not '{arch}'", file=first)
-    _record(meta, first, opened, found)
-    if opened.config is None:
-        opened.canonical = dict(tensors)
-        return opened
-    opened.declared_dtype = opened.config.dtype
-    config = opened.config
-    expected = vocab.expected_tensors(config)
-    tied = vocab.tied_tensors(config)
-    try:
-        declared_tied = canonical_format.json_field(meta, canonical_format.KEY_TIED, first)
-    except LlmstdError as exc:
-        found.from_exception("metadata", exc)
-        declared_tied = tied
-    if declared_tied != tied:
-        found.error("tie_mismatch", f"metadata {canonical_format.KEY_TIED} = {declared_tied} but the config implies "
-                    f"{tied}", file=first)
-    seen = set()
-    for name, tensor in tensors.items():
-        if name in tied:
-            found.error("tie_mismatch", f"stored, but the config ties it to '{tied[name]}' (stored once)", tensor=name)
-        elif name not in expected:
-            found.error("unexpected_tensor", "not part of the model its canonical config describes", tensor=name)
-        elif tensor.shape != expected[name]:
-            seen.add(name)
-            found.error("shape_mismatch", f"shape {list(tensor.shape)} differs from {list(expected[name])} implied "
-                        "by the config", tensor=name)
-        else:
-            seen.add(name)
-            opened.canonical[name] = tensor
-            opened.source_of[name] = name
-    _missing(expected, seen, tied, found)
-    return opened
+        nmap = hf.map_for_config(opened.hf_config, known, opened.hf_config_path, [])
+        if not _reads_hf_rope(nmap):
+            return
+        problem = hfconfig.portability_problem(opened.hf_config, _default_theta(nmap), str(opened.hf_config_path))
+    except LlmstdError:
+        return  # a config that cannot be interpreted is a finding of the reader (config_error)
+    if problem:
+        found.error("config_not_portable", f"transformers 4.x and 5.x read this config as different models: "
+                    f"{problem} — `llmstd convert --to {opened.format}` rewrites it portable (it writes both "
+                    "spellings, which both generations read alike)", file=opened.hf_config_path)
 
 
-def _record(meta: Mapping[str, str], first: Path, opened: _Opened, found: _Findings) -> None:
-    """Provenance and transforms: recorded, well-formed, so nothing is ever applied twice."""
-    from llmstd.formats import canonical as canonical_format
-
-    try:
-        provenance = canonical_format.json_field(meta, canonical_format.KEY_PROVENANCE, first)
+def _check_record(opened: _Opened, found: Findings) -> None:
+    """A canonical checkpoint's provenance and transforms, well-formed, so nothing is ever applied
+    twice (their absence is the reader's finding)."""
+    if opened.format != "canonical" or opened.ckpt is None:
+        return
+    first = opened.files[0]
+    provenance = opened.ckpt.provenance
+    if not found.has("provenance"):
         if not isinstance(provenance, dict) or not isinstance(provenance.get("source"), dict):
-            raise LlmstdError("provenance must be an object with a 'source' record", file=first)
-        opened.provenance = provenance
-        for record in [provenance, *provenance.get("history", [])]:
-            for item in (record.get("source") or {}).get("files", []) if isinstance(record, dict) else []:
-                if isinstance(item, dict) and set(str(item.get("sha256", ""))) == {"0"}:
-                    found.warning("provenance_hash", f"source file {item.get('name')} has no recorded sha256",
-                                  file=first)
-    except LlmstdError as exc:
-        found.from_exception("provenance", exc)
-    try:
-        applied = canonical_format.json_field(meta, canonical_format.KEY_TRANSFORMS, first)
+            found.error("provenance", "provenance must be an object with a 'source' record", file=first)
+        else:
+            history = provenance.get("history")
+            for record in [provenance, *(history if isinstance(history, list) else [])]:
+                source = record.get("source") if isinstance(record, dict) else None
+                for item in source.get("files", []) if isinstance(source, dict) else []:
+                    if isinstance(item, dict) and set(str(item.get("sha256", ""))) == {"0"}:
+                        found.warning("provenance_hash", f"source file {item.get('name')} has no recorded sha256",
+                                      file=first)
+    applied = opened.ckpt.report.transforms
+    if not found.has("transforms"):
         if not isinstance(applied, list):
-            raise LlmstdError("transforms must be a list", file=first)
+            found.error("transforms", "transforms must be a list", file=first)
+            return
         for item in applied:
             ops = [t.get("op") for t in item.get("transforms", [])] if isinstance(item, dict) else [None]
             unknown = [op for op in ops if op not in transforms.REGISTRY]
             if not isinstance(item, dict) or "source" not in item or "canonical" not in item or unknown:
-                raise LlmstdError(f"transform record {item!r} is malformed or names unknown transforms", file=first)
-    except LlmstdError as exc:
-        found.from_exception("transforms", exc)
-
-
-# ------------------------------------------------------------------------------------------------
-# other formats: strict load, then the tensor-level checks
-
-
-def _open_other(path: Path, arch: str | None, found: _Findings) -> _Opened:
-    from llmstd.convert import load
-
-    try:
-        ckpt = load(path, arch=arch)
-    except LlmstdError as exc:
-        found.from_exception("unreadable", exc)
-        return _Opened()
-    return _Opened(format=ckpt.format, container=ckpt.container, config=ckpt.config, canonical=dict(ckpt.tensors),
-                   source_of={n: n for n in ckpt.tensors}, files=list(ckpt.files), provenance=ckpt.provenance,
-                   declared_dtype=ckpt.config.dtype)
-
-
-def _open(path: Path, arch: str | None, found: _Findings) -> _Opened:
-    try:
-        fmt = formats.detect(path)
-    except LlmstdError as exc:
-        found.from_exception("unreadable", exc)
-        return _Opened()
-    if fmt.name == "hf":
-        return _open_hf(path, arch, found)
-    if fmt.name == "canonical":
-        return _open_canonical(path, arch, found)
-    return _open_other(path, arch, found)
+                found.error("transforms", f"transform record {item!r} is malformed or names unknown transforms",
+                            file=first)
 
 
 # ------------------------------------------------------------------------------------------------
 # tensor-level checks
 
 
-def _check_tying(opened: _Opened, found: _Findings) -> None:
+def _check_tying(opened: _Opened, found: Findings) -> None:
     """An untied head identical to the embeddings is stored twice for nothing (a lint, not an error)."""
     if opened.config is None or vocab.tied_tensors(opened.config):
         return
@@ -534,7 +261,7 @@ def _check_tying(opened: _Opened, found: _Findings) -> None:
                           "tie_word_embeddings = true to store it once", tensor=tied)
 
 
-def _check_dtypes(opened: _Opened, found: _Findings) -> None:
+def _check_dtypes(opened: _Opened, found: Findings) -> None:
     floats = {n: t.dtype.name for n, t in opened.canonical.items() if t.dtype.is_float}
     counts = collections.Counter(floats.values())
     if len(counts) > 1:
@@ -566,7 +293,7 @@ def _scan(tensor: LazyTensor) -> tuple[int, int, float, float]:
     return nan, inf, float(low), float(high)
 
 
-def _check_values(opened: _Opened, found: _Findings) -> None:
+def _check_values(opened: _Opened, found: Findings) -> None:
     for name, tensor in opened.canonical.items():
         if not tensor.dtype.is_float or tensor.numel == 0:
             continue
@@ -656,7 +383,7 @@ def write_manifest(path: str | Path, *, arch: str | None = None, against: str | 
     return Path(report.manifest)
 
 
-def _verify_manifest(path: Path, manifest: Path, opened: _Opened, found: _Findings) -> None:
+def _verify_manifest(path: Path, manifest: Path, opened: _Opened, found: Findings) -> None:
     try:
         data = read_json_object(manifest)
     except LlmstdError as exc:
@@ -732,8 +459,10 @@ def validate(
     errors (it then includes the check results). ``check_options`` go to :func:`llmstd.check.check`.
     """
     path = Path(path)
-    found = _Findings()
+    found = Findings()
     opened = _open(path, arch, found)
+    _check_portable(opened, arch, found)
+    _check_record(opened, found)
     if opened.canonical:
         _check_tying(opened, found)
         _check_dtypes(opened, found)

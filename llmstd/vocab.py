@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from llmstd.config import CanonicalConfig
 
-SPEC_VERSION = "1.0"
+SPEC_VERSION = "1.1"
 
 # Dialects a naming map may describe. A dialect is how one framework ecosystem names and lays out
 # tensors; the container (bytes on disk) is a separate concern.

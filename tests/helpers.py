@@ -156,19 +156,44 @@ def assert_clean_loading_info(info: Mapping[str, Any]) -> None:
         assert not list(info.get(key, [])), f"{key}: {info.get(key)}"
 
 
+def transformers_major() -> int:
+    """The installed transformers' major version (read from its metadata: no import)."""
+    from importlib import metadata
+
+    return int(metadata.version("transformers").split(".")[0])
+
+
 def save(model: Any, directory: str | Path, form: str) -> Path:
     """Save with transformers' own save_pretrained: 'safetensors', 'sharded' (several safetensors
-    shards + index) or 'bin' (pytorch_model.bin)."""
+    shards + index) or 'bin' (pytorch_model.bin).
+
+    transformers 5 writes safetensors only (it ignores ``safe_serialization=False``), so under 5.x the
+    'bin' form is written the way 4.x's save_pretrained writes it: the config files by save_pretrained,
+    then ``torch.save`` of the state dict, tied duplicates included (they share storage, so the pickle
+    stores the tensor once), every tensor made contiguous.
+    """
     directory = Path(directory)
     if form == "safetensors":
         model.save_pretrained(directory, safe_serialization=True)
     elif form == "sharded":
         model.save_pretrained(directory, safe_serialization=True, max_shard_size=SHARD_SIZE)
         assert len(list(directory.glob("model-*.safetensors"))) >= 2, "sharded form should give several shards"
-    elif form == "bin":
+    elif form == "bin" and transformers_major() < 5:
         model.save_pretrained(directory, safe_serialization=False)
+    elif form == "bin":
+        import torch
+
+        model.save_pretrained(directory)
+        for weights in directory.glob("model*.safetensors*"):
+            weights.unlink()
+        state = {name: tensor.contiguous() for name, tensor in model.state_dict().items()}
+        for name in getattr(model, "_keys_to_ignore_on_save", None) or ():
+            state.pop(name, None)
+        torch.save(state, directory / "pytorch_model.bin")
     else:
         raise ValueError(f"unknown form {form!r}")
+    if form == "bin":
+        assert (directory / "pytorch_model.bin").is_file() and not list(directory.glob("*.safetensors"))
     return directory
 
 

@@ -67,7 +67,7 @@ def test_every_conversion_passes(sharp: SharpModels, kind: str, fmt: str) -> Non
     report = check(sharp.hf_dir(kind), sharp.converted(kind, fmt))
     _assert_native(report, "hf", fmt)
     assert report.passed, report.summary()
-    assert report.dtype == "float32" and all(o.max_abs <= 1e-4 for o in report.outputs)
+    assert report.dtype == "float32" and all(o.nmse <= 1e-12 for o in report.outputs)
 
 
 def _pair_dirs(sharp: SharpModels, kind: str, fmt_a: str, fmt_b: str) -> tuple[Path, Path]:
@@ -140,6 +140,9 @@ def _assert_culprit(report, layer: int | None, *parameters: str, stage: str | No
     assert first["layer"] == layer, first
     for name in parameters:
         assert name in first["parameters"], (name, first["parameters"])
+        # ...and blamed only because its values differ between the two checkpoints.
+        assert name in first["differing_parameters"], (name, first["differing_parameters"])
+    assert set(first["differing_parameters"]) <= set(parameters), first["differing_parameters"]
     assert "first divergence" in report.summary()
     # Every stage before the culprit agrees.
     before = [s for s in report.layers if s.layer is not None and layer is not None and s.layer < layer]
@@ -153,7 +156,7 @@ def test_fault_q_and_k_swapped_in_one_layer(sharp: SharpModels, tmp_path: Path) 
             arrays[q], arrays[k] = arrays[k], arrays[q]
 
     bad = plant(sharp.canonical_dir("gpt2"), tmp_path / "bad", swap)
-    _assert_culprit(check(sharp.hf_dir("gpt2"), bad), 1, _name(tm.Q[0], 1), _name(tm.K[0], 1))
+    _assert_culprit(check(sharp.hf_dir("gpt2"), bad), 1, *(_name(p, 1) for p in (*tm.Q, *tm.K)))
 
 
 def test_fault_square_weight_transposed(sharp: SharpModels, tmp_path: Path) -> None:
@@ -351,16 +354,20 @@ def test_text_needs_a_tokenizer_and_uses_it(sharp: SharpModels, tmp_path: Path) 
 
 
 def test_tolerances_by_dtype_and_overrides(sharp: SharpModels) -> None:
-    assert tolerance_for("float32").logits_max_abs == 1e-4
-    assert tolerance_for("float16").logits_max_abs is None and tolerance_for("float16").min_top1 is not None
+    # Relative to the output's scale by default; absolute caps only when asked for.
+    assert tolerance_for("float32").max_nmse == 1e-10 and tolerance_for("float32").logits_max_abs is None
+    assert tolerance_for("float16").min_top1 is not None and tolerance_for("float16").max_rel_error is None
     assert judged_dtype("float32", "bfloat16") == "bfloat16" and judged_dtype("float16", "bfloat16") == "bfloat16"
     assert tolerance_for("float32", {"logits_max_abs": 0.5}).logits_max_abs == 0.5
     with pytest.raises(LlmstdError, match="unknown tolerance"):
         tolerance_for("float32", {"atol": 1.0})
-    a, b = sharp.hf_dir("gpt2"), sharp.canonical_dir("gpt2")
-    assert check(a, b).passed  # transformers vs llmstd-torch differ by ~1e-6, not 0
+    _need_runtime("onnx")
+    a, b = sharp.hf_dir("gpt2"), sharp.converted("gpt2", "onnx")
+    assert check(a, b).passed  # transformers vs onnxruntime differ by float rounding (~1e-6), not 0
     strict = check(a, b, tolerance={"logits_max_abs": 0.0})
     assert not strict.passed and "max abs error" in strict.failures[0]
+    scaled = check(a, b, tolerance={"max_rel_error": 0.0})
+    assert not scaled.passed and "of the output scale" in scaled.failures[0]
     assert check(a, b, tolerance=Tolerance(logits_max_abs=1.0)).tolerance.logits_max_abs == 1.0
 
 
@@ -379,13 +386,37 @@ def test_runtime_choice_fallbacks_and_errors(sharp: SharpModels, monkeypatch: py
         check(a, b, runtime_a="transformers")
 
 
-def test_transformers_5_falls_back_to_llmstd_torch(sharp: SharpModels, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_reference_runtime_is_named_first(sharp: SharpModels) -> None:
+    """transformers (whichever generation is installed) is the reference of a Hugging Face side, and
+    the verdict begins with which runtimes it rests on."""
     import transformers
 
-    monkeypatch.setattr(transformers, "__version__", "5.0.0")
     report = check(sharp.hf_dir("gpt2"), sharp.canonical_dir("gpt2"))
-    assert report.passed and report.a.runtime == "llmstd-torch"
-    assert any("not a 4.x release" in n for n in report.a.notes)
+    assert report.a.runtime == "transformers" and report.a.in_reference
+    assert report.a.runtime_detail.startswith(f"transformers {transformers.__version__}")
+    assert report.b.reference_runtime is None and not report.b.in_reference
+    assert report.summary().startswith("PASS A in its reference runtime transformers; B in llmstd-torch")
+    data = json.loads(report.to_json())
+    assert data["reference"] == report.reference and data["a"]["in_reference"] is True
+    both_ours = check(sharp.canonical_dir("gpt2"), sharp.canonical_dir("gpt2"))
+    assert both_ours.summary().startswith("PASS llmstd's own runtime on both sides")
+
+
+def test_an_unsupported_transformers_line_is_said_in_the_verdict(sharp: SharpModels,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import transformers
+
+    monkeypatch.setattr(transformers, "__version__", "6.0.0")
+    report = check(sharp.hf_dir("gpt2"), sharp.canonical_dir("gpt2"))
+    assert report.passed and report.a.runtime == "llmstd-torch" and not report.a.in_reference
+    assert any("not a release line llmstd supports" in n for n in report.a.notes)
+    assert report.summary().startswith("PASS NO reference runtime ran")
+    assert "NOT its reference runtime transformers" in report.summary()
+    with pytest.raises(LlmstdError, match="would run in llmstd-torch, NOT its reference runtime transformers"):
+        check(sharp.hf_dir("gpt2"), sharp.canonical_dir("gpt2"), require_reference=True)
+    result = helpers.run_cli("check", sharp.canonical_dir("gpt2"), sharp.canonical_dir("gpt2"),
+                             "--require-reference")
+    helpers.assert_cli_error(result, "neither side has a reference runtime")
 
 
 def test_missing_onnxruntime(sharp: SharpModels, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -435,6 +466,7 @@ def test_cli_check_fails_with_exit_1_naming_the_layer(sharp: SharpModels, tmp_pa
     result = helpers.run_cli("check", sharp.hf_dir("mistral"), bad)
     assert result.returncode == 1, (result.stdout, result.stderr)
     assert "FAIL" in result.stdout and "first divergence: layer 0" in result.stdout and name in result.stdout
+    assert "parameters that differ between the sides" in result.stdout
     usage = helpers.run_cli("check", sharp.hf_dir("mistral"), bad, "--runtime-b", "onnxruntime")
     helpers.assert_cli_error(usage, "onnxruntime")
 

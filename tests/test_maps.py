@@ -4,6 +4,7 @@ new architecture is a new map file (on LLMSTD_MAPS_PATH) with no Python change."
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -275,3 +276,90 @@ def test_map_on_search_path_overrides_builtin(tmp_path: Path, monkeypatch: pytes
     assert nmap.path == user / "gpt2.toml"
     assert nmap.description.startswith("OVERRIDDEN")
     assert tree(user) == ["gpt2.toml"]
+
+
+# ------------------------------------------------------------------------------------------------
+# composition: extends, abstract bases, config key rules
+
+
+def test_mistral_and_qwen2_are_deltas_of_llama() -> None:
+    llama, mistral, qwen2 = maps.load("llama"), maps.load("mistral"), maps.load("qwen2")
+    assert mistral.extends == ("llama", "_hf_config") and qwen2.extends == ("llama", "_hf_config")
+    # Same hf names as llama, plus mistral's own hf_tf dialect; fields overridden where they differ.
+    assert [e.dialects["hf"].name for e in llama.entries] == [e.dialects["hf"].name for e in mistral.entries]
+    assert "hf_tf" in mistral.dialects and "hf_tf" not in llama.dialects
+    assert mistral.fields["sliding_window"].key == "sliding_window" and llama.fields["sliding_window"].has_fixed
+    assert qwen2.fields["attn_qkv_bias"].fixed is True and qwen2.model_types == ("qwen2",)
+    assert qwen2.dialects["hf"].heads["causal_lm"].cls == "Qwen2ForCausalLM"
+    # The shared Hugging Face keys come from the abstract base, overridable per map.
+    assert llama.keys["use_cache"].harmless and not qwen2.keys["use_sliding_window"].harmless
+    assert not maps.load("bert").keys["is_decoder"].harmless and llama.keys["is_decoder"].harmless
+
+
+def test_abstract_maps_are_bases_only() -> None:
+    assert "_hf_config" not in maps.available()
+    with pytest.raises(MapError, match="no naming map for architecture '_hf_config'"):
+        maps.load("_hf_config")
+
+
+def _write(directory: Path, name: str, text: str) -> Path:
+    path = directory / f"{name}.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_a_child_map_overrides_merges_and_drops(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _write(tmp_path, "llama2x", 'format = 1\narchitecture = "llama2x"\nextends = "llama"\n'
+           '[config]\nmodel_types = ["llama2x"]\n[config.fields]\nrope_theta = { key = "rope_theta", default = 5e5 }\n'
+           '[config.refuse]\nuse_cache = { allow = [true], reason = "test" }\n'
+           '[[tensors]]\ncanonical = "final_norm.weight"\nhf = "{prefix}final_ln.weight"\ntf_llmstd = false\n')
+    monkeypatch.setenv(maps.MAPS_PATH_ENV, str(tmp_path))
+    child = maps.load("llama2x")
+    assert child.fields["rope_theta"].default == 5e5 and child.model_types == ("llama2x",)
+    assert not child.keys["use_cache"].harmless and child.keys["use_cache"].allow == (True,)
+    final = next(e for e in child.entries if e.canonical == ("final_norm.weight",))
+    assert final.dialects["hf"].name == "{prefix}final_ln.weight" and "tf_llmstd" not in final.dialects
+    assert len(child.entries) == len(maps.load("llama").entries)
+
+
+def test_extends_cycles_and_unknown_bases_are_refused(tmp_path: Path) -> None:
+    a = _write(tmp_path, "a", 'format = 1\narchitecture = "a"\nextends = "b"\n')
+    _write(tmp_path, "b", 'format = 1\narchitecture = "b"\nextends = "a"\n')
+    with pytest.raises(MapError, match="a cycle"):
+        maps.load_map_file(a)
+    c = _write(tmp_path, "c", 'format = 1\narchitecture = "c"\nextends = "nowhere"\n')
+    with pytest.raises(MapError, match="'nowhere', which is no naming map"):
+        maps.load_map_file(c)
+
+
+def test_config_key_rules_are_validated(tmp_path: Path) -> None:
+    text = _builtin_text(LLAMA)
+    cases = {
+        "harmless without a reason": ("[config.harmless]\nattention_dropout", "[config.harmless]\nfoo = \"\"\nattention_dropout",
+                                      "must give the reason"),
+        "key both read and harmless": ("[config.harmless]\n", '[config.harmless]\nvocab_size = "x"\n',
+                                       "already read by the rule for canonical field 'vocab_size'"),
+        "refusal without a reason": ("[config.harmless]\n", "[config.refuse]\nfoo = { allow = [1] }\n[config.harmless]\n",
+                                     "missing key(s) reason"),
+    }
+    for case, (old, new, needle) in cases.items():
+        path = tmp_path / "llama.toml"
+        path.write_text(_replace_once(text, old, new), encoding="utf-8")
+        with pytest.raises(MapError, match=re.escape(needle)):
+            maps.load_map_file(path)
+
+
+def test_expressions_read_framework_keys_safely() -> None:
+    from llmstd import expr
+
+    pattern = ("= ['sliding_attention' if (i + 1) % key(['sliding_window_pattern', '_sliding_window_pattern'], 6) "
+               "else 'full_attention' for i in range(num_layers)]")
+    assert expr.names_in(pattern) == {"num_layers"}
+    assert expr.keys_read(pattern) == {"sliding_window_pattern", "_sliding_window_pattern"}
+    assert expr.evaluate(pattern, {"num_layers": 4}, {"_sliding_window_pattern": 2}) == [
+        "sliding_attention", "full_attention", "sliding_attention", "full_attention"]
+    assert expr.evaluate("= int(head_dim * key('rotary_pct', 0.25))", {"head_dim": 64}, {}) == 16
+    for hostile, needle in (("= [i for i in range(n)]", "range of"), ("= 2 ** n", "exponent"),
+                            ("= open('x')", "calls something other than"), ("= x.__class__", "Attribute")):
+        with pytest.raises(expr.ExpressionError, match=needle):
+            expr.evaluate(hostile, {"n": 10**9, "x": 1}, {})

@@ -185,6 +185,7 @@ def test_view_of_larger_storage_uses_only_view_bytes(tmp_path: Path) -> None:
     np.testing.assert_array_equal(s, base.view(10, 100)[2:5, 7:90:20].numpy())
 
 
+@pytest.mark.legacy  # transformers 5 no longer writes .bin
 def test_transformers_gpt2_save_pretrained(tmp_path: Path) -> None:
     pytest.importorskip("transformers")
     os.environ.setdefault("USE_TF", "0")

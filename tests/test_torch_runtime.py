@@ -108,7 +108,7 @@ def test_rope_variants_match_transformers(tmp_path, case: str) -> None:
 def test_unsupported_rope_type_is_a_clear_error(tiny) -> None:
     ckpt = llmstd.load(tiny.canonical_dir("llama"))
     config = ckpt.config.replace(rope_scaling={"rope_type": "longrope", "short_factor": [1.0] * 4,
-                                               "long_factor": [1.0] * 4})
+                                               "long_factor": [1.0] * 4, "original_max_position_embeddings": 64})
     with pytest.raises(ConfigError, match="rope_scaling type 'longrope' is not implemented"):
         torch_model.TorchModel(ckpt, config)
 

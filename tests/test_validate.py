@@ -1,5 +1,7 @@
 """``llmstd validate``: passes on clean outputs, reports each kind of damage (all of them in one
-run), and manifests verify a checkpoint or name exactly the tensor that changed.
+run), agrees with ``llmstd convert`` (both read through the same readers), flags Hugging Face configs
+that transformers 4.x and 5.x read as different models, and manifests verify a checkpoint or name
+exactly the tensor that changed.
 
 Damage is planted by rewriting files with llmstd's own safetensors writer; tensors are chosen
 through the canonical vocabulary and located in the files by identity, never by framework names.
@@ -17,13 +19,16 @@ import pytest
 
 import helpers
 import llmstd
+from hostile.catalogue import CASES as DAMAGED
 from llmstd import formats, maps
 from llmstd.converters import safetensors_io
-from llmstd.errors import LlmstdError
+from llmstd.errors import LlmstdError, MappingError
+from llmstd.findings import Findings
 from llmstd.runtimes import torch_model as tm
 from llmstd.tensors import ArrayTensor, FileSliceTensor
 from llmstd.validate import MANIFEST_NAME, validate, write_manifest
 from sharp_models import SharpModels, sharp  # noqa: F401  (sharp is a fixture)
+from test_bad_inputs import CASES as BAD_INPUTS
 
 Arrays = dict[str, np.ndarray]
 
@@ -311,6 +316,133 @@ def test_every_finding_is_collected(tiny, tmp_path: Path) -> None:
     report = validate(path)
     assert {"missing_tensor", "mixed_dtypes", "nan", "unexpected_tensor"} <= report.codes()
     json.loads(report.to_json())
+
+
+# ------------------------------------------------------------------------------------------------
+# one reading: validate and convert agree, because both read through the format's own reader
+
+
+def _converts(src: Path, out: Path) -> bool:
+    try:
+        llmstd.convert(src, out, to="canonical")
+    except LlmstdError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("case", DAMAGED, ids=[c.name for c in DAMAGED])
+def test_validate_reports_an_error_for_every_checkpoint_convert_refuses(case, tmp_path: Path) -> None:
+    src = case.build(tmp_path)
+    report = validate(src)
+    assert not _converts(src, tmp_path / "out")
+    assert not report.passed, [str(f) for f in report.findings]
+
+
+# The bad-input cases that fail on their own; 'lossy cast' fails only under --dtype float16.
+_BAD_AS_IS = sorted(name for name, case in BAD_INPUTS.items() if not case.options)
+
+
+@pytest.mark.parametrize("name", _BAD_AS_IS)
+def test_validate_and_convert_agree_on_bad_inputs(tiny, tmp_path: Path, name: str) -> None:
+    src = BAD_INPUTS[name].build(tiny, tmp_path)
+    report = validate(src)
+    assert not _converts(src, tmp_path / "out")
+    assert not report.passed, [str(f) for f in report.findings]
+
+
+def _stray_shard(tiny, tmp_path: Path) -> Path:
+    path = copy(tiny.hf_dir("gpt2", "sharded"), tmp_path)
+    shutil.copyfile(sorted(path.glob("model-*.safetensors"))[0], path / "model-00009-of-00009.safetensors")
+    return path
+
+
+def _index_without_total_size(tiny, tmp_path: Path) -> Path:
+    path = copy(tiny.hf_dir("llama", "sharded"), tmp_path)
+    index_path = path / "model.safetensors.index.json"
+    index = json.loads(index_path.read_text())
+    del index["metadata"]
+    index_path.write_text(json.dumps(index))
+    return path
+
+
+SOUND: dict[str, Callable[..., Path]] = {
+    "hf": lambda tiny, tmp_path: copy(tiny.hf_dir("llama"), tmp_path),
+    "hf bin": lambda tiny, tmp_path: copy(tiny.hf_dir("gpt2", "bin"), tmp_path),
+    "canonical": lambda tiny, tmp_path: copy(tiny.canonical_dir("qwen2"), tmp_path),
+    "stray shard (a warning)": _stray_shard,
+    "index without total_size (a warning)": _index_without_total_size,
+}
+
+
+@pytest.mark.parametrize("name", sorted(SOUND))
+def test_validate_and_convert_agree_on_sound_checkpoints(tiny, tmp_path: Path, name: str) -> None:
+    src = SOUND[name](tiny, tmp_path)
+    report = validate(src)
+    assert _converts(src, tmp_path / "out")
+    assert report.passed, [str(f) for f in report.findings]
+
+
+def test_lenient_read_returns_what_it_recovered(tiny, tmp_path: Path) -> None:
+    path = copy(tiny.hf_dir("llama"), tmp_path)
+    name, file = stored(path, L1_MLP_NORM)
+    complete = set(llmstd.load(path).tensors)
+    rewrite(file, lambda arrays: arrays.pop(name))
+    reader = formats.detect(path).read
+    with pytest.raises(MappingError, match="missing"):
+        reader(path, None)
+    found = Findings()
+    ckpt = reader(path, None, findings=found)
+    assert ckpt is not None and set(ckpt.tensors) == complete - {L1_MLP_NORM}
+    assert [(f.code, f.tensor) for f in found] == [("missing_tensor", L1_MLP_NORM)]
+
+
+# ------------------------------------------------------------------------------------------------
+# a config.json transformers 4.x and 5.x read as different models
+
+
+def _v5_only(tiny, tmp_path: Path, rope_parameters: dict) -> Path:
+    """The tiny llama with its rotary parameters spelled only the transformers 5 way."""
+    path = copy(tiny.hf_dir("llama"), tmp_path)
+    config = json.loads((path / "config.json").read_text())
+    for key in ("rope_theta", "rope_scaling", "partial_rotary_factor"):
+        config.pop(key, None)
+    config["rope_parameters"] = rope_parameters
+    (path / "config.json").write_text(json.dumps(config))
+    return path
+
+
+def test_v5_only_rope_theta_is_not_portable(tiny, tmp_path: Path) -> None:
+    path = _v5_only(tiny, tmp_path, {"rope_type": "default", "rope_theta": 500000.0})
+    report = validate(path)
+    assert [f.code for f in report.errors] == ["config_not_portable"], [str(f) for f in report.findings]
+    (finding,) = report.errors
+    assert finding.file == str(path / "config.json")
+    assert "rope_theta 10000.0" in finding.message and "rope_theta 500000.0" in finding.message
+    assert "`llmstd convert --to hf` rewrites it portable" in finding.message
+    # The fix the finding names: what llmstd writes is read alike by both generations.
+    llmstd.convert(path, tmp_path / "fixed", to="hf")
+    fixed = validate(tmp_path / "fixed")
+    assert fixed.passed and not fixed.findings, [str(f) for f in fixed.findings]
+    assert llmstd.load(tmp_path / "fixed").config.rope_theta == 500000.0
+
+
+def test_llama3_scaling_only_in_rope_parameters_is_not_portable(tiny, tmp_path: Path) -> None:
+    path = _v5_only(tiny, tmp_path, {"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0,
+                                     "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                                     "original_max_position_embeddings": 32})
+    report = validate(path)
+    assert [f.code for f in report.errors] == ["config_not_portable"], [str(f) for f in report.findings]
+    assert "llama3 scaling" in report.errors[0].message  # what 5.x reads; 4.x reads no scaling at all
+    assert _converts(path, tmp_path / "out")  # conversion reads it as 5.x means it (and writes it portable)
+
+
+def test_tf_h5_config_is_checked_too(tiny, tmp_path: Path) -> None:
+    path = _v5_only(tiny, tmp_path, {"rope_type": "default", "rope_theta": 500000.0})
+    llmstd.convert(path, tmp_path / "h5", to="tf-h5")
+    assert validate(tmp_path / "h5").passed
+    shutil.copyfile(path / "config.json", tmp_path / "h5" / "config.json")
+    (finding,) = validate(tmp_path / "h5").errors
+    assert finding.code == "config_not_portable" and "`llmstd convert --to tf-h5`" in finding.message
 
 
 # ------------------------------------------------------------------------------------------------

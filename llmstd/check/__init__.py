@@ -4,22 +4,28 @@
 compares every output (logits, or last hidden state and pooler output for base models) and, when
 both runtimes expose them, the hidden state after every layer. Side A is the reference.
 
-Runtimes (``runtime_a`` / ``runtime_b``; ``auto`` picks by format):
+Runtimes (``runtime_a`` / ``runtime_b``; ``auto`` picks the format's *reference runtime*, the
+framework's own implementation, whenever it can run here):
 
 =================  ======================================================================================
-``transformers``   Hugging Face PyTorch classes (the map's class for the head), for ``hf`` directories.
-                   auto uses it when transformers 4.x is importable; at 5.x or absent, llmstd-torch.
+``transformers``   Hugging Face PyTorch classes (the map's class for the head), transformers 4.x or 5.x;
+                   the reference runtime of ``hf`` directories.
 ``llmstd-torch``   llmstd's own PyTorch implementation (:mod:`llmstd.runtimes.torch_model`) over the
                    canonical tensors of *any* format, read with :func:`llmstd.load`. auto: canonical.
-``transformers-tf`` Hugging Face TF classes (``TF_USE_LEGACY_KERAS=1``), for ``tf-h5`` directories.
-``llmstd-tf``      :mod:`llmstd.runtimes.tf_model`, when that module exists; auto for ``tf-ckpt`` and
-                   for ``tf-h5`` architectures without a Hugging Face TF class.
+``transformers-tf`` Hugging Face TF classes (transformers 4.x, ``TF_USE_LEGACY_KERAS=1``): the reference
+                   runtime of ``tf-h5`` directories in the ``hf_tf`` dialect.
+``llmstd-tf``      :mod:`llmstd.runtimes.tf_model`; auto for ``tf-ckpt`` and for ``tf-h5`` architectures
+                   without a Hugging Face TF class (no other runtime reads llmstd's TF naming).
 ``onnxruntime``    the ``.onnx`` graph (CPUExecutionProvider; CUDA provider when installed and
-                   ``--device cuda``). auto for ``onnx``.
+                   ``--device cuda``); the reference runtime of ``onnx``.
 =================  ======================================================================================
 
-When auto's first choice is not installed, the side falls back to llmstd-torch over the same
-weights and the report says so; naming a runtime explicitly that is not installed is an error.
+When a side's reference runtime is not installed, the side falls back to llmstd's own runtime over
+the same weights, and the verdict says so in its first words ("PASS against reference runtimes",
+"NO reference runtime ran", ...), as does the JSON (``reference``, and per side
+``reference_runtime``/``in_reference``). ``require_reference=True`` (``--require-reference``)
+turns that into an error before anything runs. Naming a runtime explicitly that is not installed is
+an error.
 
 Inputs: by default a deterministic batch of 2 sequences of 128 tokens (capped by the models'
 ``max_positions`` and vocabulary), the second right-padded to 96 real tokens, with attention masks
@@ -28,32 +34,25 @@ tokens, padding mistakes only with padding, so both are always present. Or token
 user (JSON: a list of lists, or ``{"input_ids": ..., "attention_mask": ...}``), or text encoded by a
 tokenizer found next to either checkpoint. Every metric is computed on non-padded positions only.
 
-Metrics per output: max abs error; max relative error (``|a-b| / max(|a|, 1e-3·max|a|)``, the floor
-keeping near-zero reference values from dominating); NMSE (``Σ(a-b)² / Σa²``); cosine similarity;
-and for logits top-1 agreement (fraction of positions with the same argmax), top-5 agreement (mean
-overlap of the two top-5 sets) and the KL divergence ``KL(softmax(a) ‖ softmax(b))`` of the
-next-token distributions (mean and max over positions).
+Metrics per output: max abs error; max relative error (``|a-b| / max(|a|, 1e-3·max|a|)``); NMSE
+(``Σ(a-b)² / Σa²``); the error relative to the output's scale (``max|a-b| / max|a|``); cosine
+similarity; and for logits top-1 agreement, top-5 agreement (mean overlap of the two top-5 sets) and
+the KL divergence ``KL(softmax(a) ‖ softmax(b))`` of the next-token distributions (mean and max).
 
-Tolerances, chosen by the less precise compute dtype of the two sides (float16 and bfloat16 mixed
-judge as bfloat16), each overridable (``tolerance=`` here, ``--atol`` etc. on the CLI):
-
-==========  =============================  ============================  ==========================
-dtype       logits                         other outputs                 a layer diverges when
-==========  =============================  ============================  ==========================
-float32/64  max abs ≤ 1e-4                 max abs ≤ 1e-4                hidden NMSE > 1e-8
-float16     top-1 ≥ 0.90, mean KL ≤ 1e-3   NMSE ≤ 1e-3                   hidden NMSE > 1e-3
-bfloat16    top-1 ≥ 0.80, mean KL ≤ 1e-2   NMSE ≤ 1e-2                   hidden NMSE > 1e-2
-==========  =============================  ============================  ==========================
-
-Half precision is judged on what a user sees (the predicted token and the distribution) rather
-than on absolute error, which grows with logit magnitude. Any inf or NaN in an output fails.
+Tolerances are chosen by the less precise compute dtype of the two sides (float16 and bfloat16 mixed
+judge as bfloat16), relative to the outputs' own scale, and calibrated on trained checkpoints
+(:mod:`llmstd.check.tolerances`); each is overridable (``tolerance=`` here, ``--max-nmse`` etc. on
+the CLI). Any inf or NaN in an output fails.
 
 Localisation: the stages are the embeddings, each layer (the last one together with the final
 norm, as runtimes report it) and the head. The first stage whose hidden-state NMSE exceeds the
-threshold is named with the canonical parameters feeding it; when every hidden state agrees but an
-output does not, the head is named. A side whose runtime exposes no hidden states (ONNX graphs) is
-re-run with llmstd-torch over its own weights to localise: if those weights reproduce side A, the
-difference lies in that side's runtime or graph, not in its weights, and the report says so.
+threshold is named; then the evidence decides the blame (:mod:`llmstd.check.evidence`): the
+parameters feeding that stage are compared between the two checkpoints and only those that differ
+beyond the requested cast are named; when none differ, the config differences or the computation
+are blamed instead. When every hidden state agrees but an output does not, the head is the stage.
+A side whose runtime exposes no hidden states (ONNX graphs) is re-run with llmstd-torch over its own
+weights to localise: if those weights reproduce side A, the difference lies in that side's runtime
+or graph, not in its weights, and the report says so.
 """
 
 from __future__ import annotations
@@ -85,6 +84,7 @@ from llmstd.check.metrics import (
     sanitise,
     stages,
 )
+from llmstd.check.evidence import evidence
 from llmstd.check.runtimes import (
     DEVICES,
     RUNTIMES,
@@ -94,6 +94,7 @@ from llmstd.check.runtimes import (
     open_side,
     run,
 )
+from llmstd.check.runtimes import require_reference as require_ref
 from llmstd.check.tolerances import TOLERANCES, Tolerance, judged_dtype, tolerance_for
 from llmstd.config import CanonicalConfig
 from llmstd.errors import LlmstdError
@@ -123,6 +124,9 @@ class SideReport:
     load_seconds: float
     run_seconds: float
     notes: list[str] = field(default_factory=list)
+    reference_runtime: str | None = None  # the format's reference runtime (None: only llmstd's runs it)
+    in_reference: bool = False  # ran in that reference runtime
+    reference_statement: str = ""  # the two facts above, in words
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -145,9 +149,23 @@ class CheckReport:
     passed: bool
     failures: list[str]
 
+    @property
+    def reference(self) -> str:
+        """Which runtimes the verdict rests on, in one clause (the first thing the verdict says)."""
+        a, b = self.a, self.b
+        if a.in_reference and b.in_reference:
+            return f"against reference runtimes (A: {a.runtime}, B: {b.runtime})"
+        if not a.in_reference and not b.in_reference:
+            if a.reference_runtime is None and b.reference_runtime is None:
+                return f"llmstd's own runtime on both sides ({a.runtime}, {b.runtime}): no reference runtime ran"
+            return (f"NO reference runtime ran: A in {a.reference_statement}; B in {b.reference_statement}")
+        ref, other, label = (a, b, "B") if a.in_reference else (b, a, "A")
+        return f"{'A' if label == 'B' else 'B'} in its reference runtime {ref.runtime}; {label} in {other.reference_statement}"
+
     def to_dict(self) -> dict[str, Any]:
         return {
-            "passed": self.passed, "failures": self.failures, "a": self.a.to_dict(), "b": self.b.to_dict(),
+            "passed": self.passed, "failures": self.failures, "reference": self.reference,
+            "a": self.a.to_dict(), "b": self.b.to_dict(),
             "inputs": self.inputs, "dtype": self.dtype,
             # JSON has no inf/NaN: an infinite limit (--atol inf) limits nothing, as None does.
             "tolerance": {k: sanitise(v) for k, v in self.tolerance.to_dict().items()},
@@ -160,16 +178,18 @@ class CheckReport:
         return json.dumps(self.to_dict(), indent=indent, sort_keys=True, allow_nan=False)
 
     def summary(self) -> str:
-        """One line: PASS, or FAIL with the first diverging stage and its parameters."""
+        """The verdict: PASS or FAIL and which runtimes it rests on, then (on failure) the first
+        diverging stage and what the evidence blames."""
         if self.passed:
-            worst = max((o.max_abs for o in self.outputs), default=0.0)
-            return f"PASS: {self.a.path} and {self.b.path} agree (max abs {worst:.3g}, judged as {self.dtype})"
-        text = f"FAIL: {'; '.join(self.failures)}"
-        if self.first_divergence:
-            params = self.first_divergence.get("parameters") or []
-            shown = ", ".join(params[:6]) + (f", … ({len(params)} in all)" if len(params) > 6 else "")
-            text += f" — first divergence: {self.first_divergence['stage']}"
-            text += f" (parameters: {shown})" if shown else ""
+            worst = max((o.nmse for o in self.outputs), default=0.0)
+            return (f"PASS {self.reference}: {self.a.path} and {self.b.path} agree "
+                    f"(NMSE {worst:.3g}, judged as {self.dtype})")
+        text = f"FAIL {self.reference}: {'; '.join(self.failures)}"
+        first = self.first_divergence
+        if first:
+            text += f" — first divergence: {first['stage']}"
+            if first.get("blame"):
+                text += f"; {first['blame']}"
         return text
 
 
@@ -182,7 +202,7 @@ def _side_report(side: Side, out: RunOutput, loaded: float) -> SideReport:
     detail = out.notes[0] if out.notes else side.runtime
     return SideReport(str(side.path), side.ckpt.format, side.ckpt.container, side.ckpt.architecture, side.runtime,
                       detail, out.device, out.dtype, round(loaded, 4), round(out.seconds, 4),
-                      [*side.notes, *out.notes[1:]])
+                      [*side.notes, *out.notes[1:]], side.reference, side.in_reference, side.reference_statement())
 
 
 def _localise(layers: list[LayerReport], outputs_failed: bool, head: list[str]) -> dict[str, Any] | None:
@@ -212,6 +232,7 @@ def check(
     runtime_b: str = "auto",
     tolerance: Tolerance | Mapping[str, float | None] | None = None,
     hidden_states: bool = True,
+    require_reference: bool = False,
 ) -> CheckReport:
     """Run checkpoints ``a`` (the reference) and ``b`` on the same inputs and compare them.
 
@@ -223,6 +244,8 @@ def check(
         raise LlmstdError("give token ids or text, not both")
     side_a = open_side("a", a, arch, runtime_a, device_a or device)
     side_b = open_side("b", b, arch, runtime_b, device_b or device)
+    if require_reference:
+        require_ref([side_a, side_b])
     configs = [side_a.ckpt.config, side_b.ckpt.config]
     if input_ids is not None:
         inputs = inputs_from_ids(input_ids, configs)
@@ -271,14 +294,17 @@ def check(
             else:
                 layers = compare_hidden(states_a, states_b, mask, tol, *configs)
     first = _localise(layers, bool(failures) and rerun_agrees is not True, head)
+    differences = _config_differences(*configs)
     if first is None and failures and rerun_agrees:
-        first = {"stage": "runtime", "layer": None, "parameters": [],
-                 "detail": "run by llmstd-torch, the two sides' weights agree in every layer and output: "
-                           "the difference lies in a runtime or graph, not in the weights"}
+        first = {"stage": "runtime", "layer": None, "parameters": [], "differing_parameters": {},
+                 "blame": "run by llmstd-torch, the two sides' weights agree in every layer and output: "
+                          "the difference lies in a runtime or graph, not in the weights"}
+    elif first is not None:
+        first.update(evidence(first["parameters"], side_a.ckpt, side_b.ckpt, differences))
     return CheckReport(
         a=_side_report(side_a, run_a, load_a), b=_side_report(side_b, run_b, load_b), inputs=inputs.to_dict(),
         dtype=dtype, tolerance=tol, outputs=outputs, layers=layers, localisation=localisation,
-        first_divergence=first, config_differences=_config_differences(*configs), passed=not failures,
+        first_divergence=first, config_differences=differences, passed=not failures,
         failures=failures,
     )
 

@@ -32,6 +32,8 @@ class OutputReport:
     max_rel: float
     nmse: float
     cosine: float
+    scale: float = 0.0  # max |a|: the reference output's scale
+    rel_error: float = 0.0  # max |a-b| / scale
     top1: float | None = None
     top5: float | None = None
     kl_mean: float | None = None
@@ -43,7 +45,7 @@ class OutputReport:
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
-        for key in ("max_abs", "max_rel", "nmse", "cosine", "top1", "top5", "kl_mean", "kl_max"):
+        for key in ("max_abs", "max_rel", "nmse", "cosine", "scale", "rel_error", "top1", "top5", "kl_mean", "kl_max"):
             out[key] = sanitise(out[key])  # JSON has no inf/NaN; non-finite counts say why
         return out
 
@@ -75,7 +77,7 @@ def _select(array: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return array
 
 
-def _basic(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float, float, int, int]:
+def _basic(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float, float, int, int, float]:
     a64, b64 = a.astype(np.float64).reshape(-1), b.astype(np.float64).reshape(-1)
     bad_a, bad_b = int((~np.isfinite(a64)).sum()), int((~np.isfinite(b64)).sum())
     with np.errstate(all="ignore"):
@@ -90,7 +92,7 @@ def _basic(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float, float, in
         nmse = float((diff * diff).sum() / ref) if ref > 0 else (0.0 if not diff.any() else math.inf)
         norm = float(np.linalg.norm(a64) * np.linalg.norm(b64))
         cosine = float(a64 @ b64 / norm) if norm > 0 else (1.0 if not diff.any() else 0.0)
-    return max_abs, max_rel, nmse, cosine, bad_a, bad_b
+    return max_abs, max_rel, nmse, cosine, bad_a, bad_b, scale
 
 
 def _distribution(a: np.ndarray, b: np.ndarray, chunk: int = 64) -> tuple[float, float, float, float]:
@@ -127,9 +129,10 @@ def compare_output(name: str, a: np.ndarray, b: np.ndarray, mask: np.ndarray, to
         return OutputReport(name, list(a.shape), 0, math.inf, math.inf, math.inf, 0.0, passed=False,
                             failures=[f"{name}: shapes differ, A {list(a.shape)} vs B {list(b.shape)}"])
     sa, sb = _select(a, mask), _select(b, mask)
-    max_abs, max_rel, nmse, cosine, bad_a, bad_b = _basic(sa, sb)
+    max_abs, max_rel, nmse, cosine, bad_a, bad_b, scale = _basic(sa, sb)
+    rel_error = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else math.inf)
     report = OutputReport(name, list(a.shape), int(sa.shape[0]) if sa.ndim > 1 else 1, max_abs, max_rel, nmse, cosine,
-                          nonfinite_a=bad_a, nonfinite_b=bad_b)
+                          scale=scale, rel_error=rel_error, nonfinite_a=bad_a, nonfinite_b=bad_b)
     is_logits = name == "logits"
     if is_logits:
         rows = sa.reshape(-1, sa.shape[-1]), sb.reshape(-1, sb.shape[-1])
@@ -142,6 +145,9 @@ def compare_output(name: str, a: np.ndarray, b: np.ndarray, mask: np.ndarray, to
         failures.append(f"{name}: max abs error {max_abs:.3g} > {limit:.3g}")
     if tol.max_nmse is not None and not nmse <= tol.max_nmse:
         failures.append(f"{name}: NMSE {nmse:.3g} > {tol.max_nmse:.3g}")
+    if tol.max_rel_error is not None and not rel_error <= tol.max_rel_error:
+        failures.append(f"{name}: max abs error {max_abs:.3g} is {rel_error:.3g} of the output scale {scale:.3g} "
+                        f"(limit {tol.max_rel_error:.3g})")
     if is_logits and tol.min_top1 is not None and not (report.top1 or 0.0) >= tol.min_top1:
         failures.append(f"{name}: top-1 agreement {report.top1:.3f} < {tol.min_top1:.3f}")
     kl = report.kl_mean if report.kl_mean is not None else math.inf
@@ -193,7 +199,7 @@ def compare_hidden(a: list[np.ndarray], b: list[np.ndarray], mask: np.ndarray, t
         if ha.shape != hb.shape:
             reports.append(LayerReport(name, layer, math.inf, math.inf, 0.0, True, params))
             continue
-        max_abs, _, nmse, cosine, bad_a, bad_b = _basic(_select(ha, mask), _select(hb, mask))
+        max_abs, _, nmse, cosine, bad_a, bad_b, _ = _basic(_select(ha, mask), _select(hb, mask))
         diverged = bool(bad_a or bad_b or not nmse <= tol.hidden_nmse)
         reports.append(LayerReport(name, layer, max_abs, nmse, cosine, diverged, params))
     return reports

@@ -45,6 +45,37 @@ class Side:
     device: str
     notes: list[str] = field(default_factory=list)
 
+    @property
+    def reference(self) -> str | None:
+        """The runtime that is this checkpoint's reference (None: only llmstd's own runs it)."""
+        return reference_runtime(self.ckpt)
+
+    @property
+    def in_reference(self) -> bool:
+        return self.reference is not None and self.runtime == self.reference
+
+    def reference_statement(self) -> str:
+        """How this side ran, in words, for the verdict: in its reference runtime or not, and why."""
+        if self.in_reference:
+            return f"{self.runtime} (its reference runtime)"
+        if self.reference is None:
+            return f"{self.runtime} (llmstd's own runtime: {self.ckpt.format} checkpoints have no other)"
+        why = "; ".join(n for n in self.notes if n.startswith(self.reference)) or "chosen explicitly"
+        return f"{self.runtime}, NOT its reference runtime {self.reference} ({why})"
+
+
+def reference_runtime(ckpt: Checkpoint) -> str | None:
+    """The framework's own implementation for a checkpoint's format, the one a check is only as good
+    as: transformers for Hugging Face directories, transformers' TF classes for their tf_model.h5,
+    onnxruntime for ONNX graphs. Canonical and llmstd-TF-named checkpoints have none but llmstd's."""
+    if ckpt.format == "hf":
+        return "transformers"
+    if ckpt.format == "tf-h5" and ckpt.dialect == "hf_tf":
+        return "transformers-tf"
+    if ckpt.format == "onnx":
+        return "onnxruntime"
+    return None
+
 
 def _import(name: str) -> Any | None:
     """Import an optional framework, or None when it is absent (or blocked)."""
@@ -54,14 +85,19 @@ def _import(name: str) -> Any | None:
         return None
 
 
+#: transformers release lines whose classes llmstd's checker drives (4.x: the last with TensorFlow).
+TRANSFORMERS_MAJORS = (4, 5)
+
+
 def _transformers() -> tuple[Any | None, str]:
-    """transformers when it is a 4.x release llmstd's checker supports, else (None, why not)."""
+    """transformers when it is a release line llmstd's checker supports, else (None, why not)."""
     module = _import("transformers")
     if module is None:
         return None, "transformers is not installed"
     major = int(str(getattr(module, "__version__", "0")).split(".")[0] or 0)
-    if major != 4:
-        return None, f"transformers {module.__version__} is not a 4.x release"
+    if major not in TRANSFORMERS_MAJORS:
+        return None, (f"transformers {module.__version__} is not a release line llmstd supports "
+                      f"({', '.join(f'{m}.x' for m in TRANSFORMERS_MAJORS)})")
     return module, ""
 
 
@@ -195,6 +231,19 @@ def open_side(label: str, path: str | Path, arch: str | None, runtime: str, devi
     return Side(label, Path(path), ckpt, chosen, device, notes)
 
 
+def require_reference(sides: list[Side]) -> None:
+    """Raise unless every side that has a reference runtime runs in it, and at least one side does:
+    the ``--require-reference`` rule, checked before anything runs."""
+    missing = [s for s in sides if s.reference is not None and not s.in_reference]
+    if missing:
+        raise LlmstdError(
+            "; ".join(f"side {s.label.upper()} ({s.path}) would run in {s.reference_statement()}" for s in missing),
+            hint="install the reference runtime (see the notes) or drop --require-reference")
+    if not any(s.in_reference for s in sides):
+        raise LlmstdError("neither side has a reference runtime: both would run in llmstd's own runtime",
+                          hint="compare against the original checkpoint (e.g. the Hugging Face directory)")
+
+
 def run(side: Side, inputs: Inputs, hidden: bool) -> tuple[RunOutput, float]:
     """Load the side in its runtime and run it once; returns (output, load seconds)."""
     runner = {"llmstd-torch": _run_llmstd_torch, "transformers": _run_transformers,
@@ -269,16 +318,22 @@ def _run_transformers_tf(side: Side, inputs: Inputs, hidden: bool) -> tuple[RunO
 
 @contextlib.contextmanager
 def _quiet_transformers(transformers: Any) -> Iterator[None]:
-    """Silence transformers' load-time chatter (deprecations, 'all layers were used') in reports."""
+    """Silence transformers' load-time chatter (deprecations, 'all layers were used', 5.x's weight
+    loading progress bar) in reports."""
     logging = transformers.logging
     previous = logging.get_verbosity()
+    bars = getattr(logging, "is_progress_bar_enabled", lambda: False)()
     logging.set_verbosity_error()
+    if bars:
+        logging.disable_progress_bar()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             yield
     finally:
         logging.set_verbosity(previous)
+        if bars:
+            logging.enable_progress_bar()
 
 
 def _tf_device(tf: Any, requested: str) -> tuple[str, list[str]]:

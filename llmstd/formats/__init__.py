@@ -1,7 +1,9 @@
 """Checkpoint formats: how a directory (or file) of one ecosystem is laid out, which container and
 dialect it uses, and how to read it into / write it from a :class:`~llmstd.checkpoint.Checkpoint`.
 
-Each format module registers one :class:`Format`. Detection asks each format in turn.
+Each format module registers one :class:`Format`. Detection asks each format in turn. A format's
+reader is the one reading of its checkpoints that convert, inspect and validate share: strict by
+default, lenient with a findings collector (:class:`Reader`).
 """
 
 from __future__ import annotations
@@ -9,9 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from llmstd.checkpoint import Checkpoint
 from llmstd.errors import DetectionError
+from llmstd.findings import Findings
 
 Progress = Callable[[str, int], None]
 
@@ -23,12 +27,23 @@ class WriteOptions:
     progress: Progress | None = None
 
 
+class Reader(Protocol):
+    """``read(path, arch)``: strict -- the first problem raises its typed error, and a Checkpoint is
+    always returned. ``read(path, arch, findings=collector)``: lenient -- each problem is recorded in
+    the collector under a finding code and reading carries on with what it could read, returning the
+    Checkpoint recovered (its tensors those that mapped cleanly), or None where nothing canonical could
+    be (no readable config or weights). A format without a lenient mode reads strictly either way."""
+
+    def __call__(self, path: Path, arch: str | None = None, *,
+                 findings: Findings | None = None) -> Checkpoint | None: ...
+
+
 @dataclass(frozen=True)
 class Format:
     name: str
     description: str
     detect: Callable[[Path], bool]
-    read: Callable[[Path, str | None], Checkpoint]
+    read: Reader
     write: Callable[[Checkpoint, Path, WriteOptions], list[Path]]
 
 

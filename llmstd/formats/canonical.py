@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from llmstd import __version__, vocab
-from llmstd.checkpoint import Checkpoint
+from llmstd.checkpoint import Checkpoint, SideFiles
 from llmstd.config import CanonicalConfig
 from llmstd.converters import safetensors_io, shard_index
-from llmstd.errors import FormatError, MappingError, SpecVersionError
+from llmstd.errors import FormatError, LlmstdError, MappingError, SpecVersionError
+from llmstd.findings import Findings, attempt, refuse
 from llmstd.formats import Format, WriteOptions, common, register
 from llmstd.mapping import MappingReport, require_canonical_set
 from llmstd.tensors import LazyTensor
@@ -67,6 +68,21 @@ def check_spec_version(version: str, source: Path) -> None:
         )
 
 
+def config_from_metadata(data: Any, version: str, source: Path) -> CanonicalConfig:
+    """The canonical config stored with spec ``version`` (checked), upgraded to the current spec.
+
+    Spec 1.1 fixed the form of ``rope_scaling`` (``rope_type`` plus the parameters that type takes,
+    the original context length included); 1.0 files stored it as their source spelled it, so a
+    1.0 ``{"type": "linear", ...}`` is read as ``{"rope_type": "linear", ...}``."""
+    check_spec_version(version, source)
+    if isinstance(data, dict) and version == "1.0" and isinstance(data.get("rope_scaling"), dict):
+        from llmstd.hfconfig import canonical_scaling
+
+        raw = {"max_position_embeddings": data.get("max_positions")}
+        data = {**data, "rope_scaling": canonical_scaling(data["rope_scaling"], raw, "rope_scaling", str(source))}
+    return CanonicalConfig.from_dict(data, source=str(source))
+
+
 def json_field(meta: dict[str, str], key: str, source: Path) -> Any:
     if key not in meta:
         raise FormatError(f"canonical metadata lacks '{key}'", file=source)
@@ -76,44 +92,59 @@ def json_field(meta: dict[str, str], key: str, source: Path) -> Any:
         raise FormatError(f"metadata '{key}' is not valid JSON ({exc.msg})", file=source) from None
 
 
-def read(path: Path, arch: str | None = None) -> Checkpoint:
-    if path.is_file():
-        sf = safetensors_io.open_file(path)
-        tensors: dict[str, LazyTensor] = dict(sf.tensors)
-        files, metas, container = [path], [(path, sf.metadata)], "safetensors"
-        directory = path.parent
-    elif (path / SINGLE).is_file():
-        sf = safetensors_io.open_file(path / SINGLE)
-        tensors, files, metas, container = dict(sf.tensors), [sf.path], [(sf.path, sf.metadata)], "safetensors"
-        directory = path
+def read(path: Path, arch: str | None = None, *, findings: Findings | None = None) -> Checkpoint | None:
+    """Strict, or lenient with ``findings`` (see :class:`llmstd.formats.Reader`): codes ``bad_header``,
+    the shard-index codes, ``metadata``, ``config_error``, the canonical-set codes, ``transforms``,
+    ``provenance`` and ``side_file``."""
+    metas: list[tuple[Path, dict[str, str]]] = []
+
+    def open_file(p: Path) -> dict[str, LazyTensor]:
+        sf = safetensors_io.open_file(p)
+        metas.append((p, sf.metadata))
+        return dict(sf.tensors)
+
+    if path.is_file() or (path / SINGLE).is_file():
+        single = path if path.is_file() else path / SINGLE
+        opened = attempt(findings, "bad_header", lambda: open_file(single))
+        if opened is None:
+            return None
+        tensors, files, container = opened, [single], "safetensors"
     else:
-        metas = []
-
-        def open_shard(p: Path) -> dict[str, LazyTensor]:
-            shard = safetensors_io.open_file(p)
-            metas.append((p, shard.metadata))
-            return dict(shard.tensors)
-
-        tensors, shard_files = shard_index.open_sharded(path / INDEX, open_shard)
-        files, container, directory = [*shard_files, path / INDEX], "safetensors-sharded", path
+        tensors, shard_files = shard_index.open_sharded(path / INDEX, open_file, findings)
+        files, container = [*shard_files, path / INDEX], "safetensors-sharded"
+    if not metas:
+        return None  # lenient, and no shard could be read
 
     first_path, meta = metas[0]
     if meta.get(KEY_FORMAT) != FORMAT_VALUE:
-        raise FormatError("not an llmstd canonical file (metadata lacks llmstd.format = canonical)", file=first_path)
+        refuse(findings, "metadata", FormatError(
+            "not an llmstd canonical file (metadata lacks llmstd.format = canonical)", file=first_path))
     for other_path, other in metas[1:]:
         if other.get(KEY_CONFIG) != meta.get(KEY_CONFIG) or other.get(KEY_SPEC) != meta.get(KEY_SPEC):
-            raise FormatError("shards disagree on the canonical config or spec version", file=other_path)
-    check_spec_version(meta.get(KEY_SPEC, ""), first_path)
-    config = CanonicalConfig.from_dict(json_field(meta, KEY_CONFIG, first_path), source=str(first_path))
+            refuse(findings, "metadata", FormatError("shards disagree on the canonical config or spec version",
+                                                     file=other_path))
+    try:
+        config = config_from_metadata(json_field(meta, KEY_CONFIG, first_path), meta.get(KEY_SPEC, ""), first_path)
+    except LlmstdError as exc:
+        # A newer spec is no fault of the config: this llmstd is too old to read the metadata.
+        refuse(findings, "metadata" if isinstance(exc, SpecVersionError) else "config_error", exc)
+        return None
     if arch and arch != config.architecture:
-        raise MappingError(f"checkpoint is '{config.architecture}', not '{arch}'", file=first_path)
-    require_canonical_set(tensors, config, source=str(first_path))
-    expected = vocab.expected_tensors(config)
-    report = MappingReport(transforms=json_field(meta, KEY_TRANSFORMS, first_path))
+        refuse(findings, "config_error", MappingError(f"checkpoint is '{config.architecture}', not '{arch}'",
+                                                      file=first_path))
+    canonical = require_canonical_set(tensors, config, source=str(first_path), findings=findings)
+    if findings is not None:  # lint only: reading takes the tying from the config, never from this key
+        declared = attempt(findings, "metadata", lambda: json_field(meta, KEY_TIED, first_path))
+        if declared is not None and declared != vocab.tied_tensors(config):
+            findings.error("tie_mismatch", f"metadata {KEY_TIED} = {declared} but the config implies "
+                           f"{vocab.tied_tensors(config)}", file=first_path)
+    applied = attempt(findings, "transforms", lambda: json_field(meta, KEY_TRANSFORMS, first_path))
+    sidecars = attempt(findings, "side_file", lambda: common.side_files(path, files)) or SideFiles()
+    provenance = attempt(findings, "provenance", lambda: json_field(meta, KEY_PROVENANCE, first_path))
     return Checkpoint(path=path, format="canonical", container=container, dialect="canonical", config=config,
-                      tensors={n: tensors[n] for n in expected}, files=files, source_names=tensors, report=report,
-                      sidecars=common.sidecars_in(directory),
-                      provenance=json_field(meta, KEY_PROVENANCE, first_path))
+                      tensors=canonical, files=files, source_names=tensors,
+                      report=MappingReport(transforms=applied if applied is not None else []), sidecars=sidecars,
+                      provenance=provenance if provenance is not None else {})
 
 
 def provenance_for(ckpt: Checkpoint, hashes: dict[Path, str] | None) -> dict[str, Any]:
@@ -159,7 +190,7 @@ def write(ckpt: Checkpoint, staging: Path, options: WriteOptions) -> list[Path]:
     for f in files:
         if f.suffix == ".safetensors":
             safetensors_io.rewrite_metadata(f, final)
-    return [*files, *common.copy_sidecars(ckpt.sidecars, staging)]
+    return [*files, *common.copy_side_files(ckpt.sidecars, staging, files)]
 
 
 register(Format("canonical", "llmstd canonical checkpoint (canonical names and layouts in safetensors)",

@@ -1,10 +1,11 @@
 """Pieces every format writer and reader shares: safetensors sets (single file or sharded with an
-index), sidecar files (tokenizer, generation config) and dtype summaries."""
+index), side files (tokenizer, chat template, sentence-transformers modules, ...) and dtype summaries."""
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import fnmatch
 import hashlib
 import mmap
 import os
@@ -13,31 +14,115 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from llmstd.checkpoint import SideFiles
 from llmstd.converters import safetensors_io, shard_index
+from llmstd.errors import UnsafeInputError
 from llmstd.oscalls import usable_cores
 from llmstd.tensors import LazyTensor
 
-# Files that travel with the weights unchanged; the tokenizer is needed to check a model on text.
+# With a file (not a directory) as input, only these files beside it travel: its folder may hold
+# anything. From a checkpoint directory, every file and folder travels except weights (below).
 SIDECAR_FILES = (
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
     "vocab.json", "vocab.txt", "merges.txt", "tokenizer.model", "spiece.model", "sentencepiece.bpe.model",
     "generation_config.json", "chat_template.jinja", "chat_template.json",
 )
+# Top-level files holding weights of any format: never carried, since they are not the converted
+# model (a stale tf_model.h5 next to a cast model.safetensors would be a different model).
+WEIGHT_FILE_PATTERNS = (
+    "*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin", "*.bin.index.json", "*.pt", "*.pth",
+    "*.h5", "*.keras", "*.msgpack", "*.msgpack.index.json", "*.onnx", "*.onnx.data", "*.onnx_data", "*.gguf",
+    "*.ckpt", "*.ckpt.index", "*.ckpt.data-*", "*.index", "*.data-[0-9][0-9][0-9][0-9][0-9]-of-[0-9][0-9][0-9][0-9][0-9]",
+    "checkpoint", "*.tflite",
+)
+# Folders that describe a working copy or a download, not the model.
+NOT_CARRIED_DIRS = {".git": "version-control history", ".cache": "download cache metadata",
+                    "__pycache__": "Python bytecode cache"}
 
 Progress = Callable[[str, int], None]
 
 
-def sidecars_in(directory: Path) -> list[Path]:
-    return [directory / n for n in SIDECAR_FILES if (directory / n).is_file() and not (directory / n).is_symlink()]
+def _hub_blob(link: Path, target: Path) -> bool:
+    """A link from a Hugging Face hub cache snapshot (<repo>/snapshots/<rev>/...) to the repository's
+    content-addressed blobs (<repo>/blobs/<hash>), the one way that cache stores every file."""
+    parts = link.parent.parts
+    if "snapshots" not in parts:
+        return False
+    repo = Path(*parts[:len(parts) - 1 - parts[::-1].index("snapshots")])
+    return target.parent == (repo / "blobs").resolve() and target.is_file()
 
 
-def copy_sidecars(sidecars: Sequence[Path], staging: Path) -> list[Path]:
-    written = []
-    for src in sidecars:
-        dst = staging / src.name
+def side_files(path: Path, read: Sequence[Path] = ()) -> SideFiles:
+    """The side files of the checkpoint at ``path`` (a directory, or a file/prefix inside one).
+
+    ``read`` are the files the format reader consumed (weights, index, config): those are written
+    anew by the target format, as are top-level weight files of any format. Links may point only
+    inside the checkpoint directory (or, from a Hugging Face hub cache snapshot, to its blobs): a
+    link leaving it is refused, since converting must never copy an unrelated file (a key, a
+    password store) into an output meant for publishing."""
+    out = SideFiles()
+    if not path.is_dir():
+        directory = path.parent
+        for name in SIDECAR_FILES:
+            candidate = directory / name
+            if candidate.is_file() and _link_allowed(candidate, directory):
+                out.files[name] = candidate
+        return out
+    root = path.resolve()
+    consumed = {p.name for p in read if p.parent.resolve() == root}
+    seen: set[Path] = set()
+
+    def walk(directory: Path, prefix: str) -> None:
+        real = directory.resolve()
+        if real in seen:
+            return
+        seen.add(real)
+        for entry in sorted(directory.iterdir(), key=lambda p: p.name):
+            rel = f"{prefix}{entry.name}"
+            if entry.is_symlink() and not _link_allowed(entry, root):
+                raise UnsafeInputError(
+                    f"side file '{rel}' is a link leaving the checkpoint directory (to {os.readlink(entry)})",
+                    file=path, hint="llmstd never copies files from outside a checkpoint; replace the link by "
+                                    "the file itself (cp -L) or remove it")
+            if entry.is_dir():
+                if not prefix and entry.name in NOT_CARRIED_DIRS:
+                    out.skipped[rel + "/"] = NOT_CARRIED_DIRS[entry.name]
+                else:
+                    walk(entry, rel + "/")
+            elif not entry.is_file():
+                out.skipped[rel] = "not a regular file"
+            elif not prefix and entry.name in consumed:
+                continue  # the format's own file, written anew by the target format
+            elif not prefix and any(fnmatch.fnmatch(entry.name, p) for p in WEIGHT_FILE_PATTERNS):
+                out.skipped[rel] = "weights of another format, not the converted model"
+            else:
+                out.files[rel] = entry
+
+    walk(path, "")
+    return out
+
+
+def _link_allowed(entry: Path, root: Path) -> bool:
+    if not entry.is_symlink():
+        return True
+    target = entry.resolve()
+    return target.is_relative_to(root.resolve()) or _hub_blob(entry, target)
+
+
+def copy_side_files(side: SideFiles, staging: Path, written: Sequence[Path]) -> list[Path]:
+    """Copy ``side`` into ``staging`` (folders recreated); a side file the target format has just
+    written itself (e.g. its own config.json) is left behind and recorded as skipped."""
+    ours = {p.relative_to(staging).as_posix() for p in written if p.is_relative_to(staging)}
+    copied = []
+    for rel, src in side.files.items():
+        if rel in ours:
+            side.skipped[rel] = "the target format writes its own"
+            continue
+        dst = staging / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, dst)
-        written.append(dst)
-    return written
+        copied.append(dst)
+    return copied
 
 
 def dominant_dtype(tensors: Mapping[str, LazyTensor]) -> str:

@@ -12,10 +12,12 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from llmstd import maps
-from llmstd.checkpoint import Checkpoint
-from llmstd.configmap import config_from_framework, config_to_framework
+from llmstd.checkpoint import Checkpoint, SideFiles
+from llmstd.config import CanonicalConfig
+from llmstd.configmap import ConfigKeys, config_to_framework, read_config
 from llmstd.converters import safetensors_io, shard_index, torch_pickle
 from llmstd.errors import ConfigError, DetectionError, MapError
+from llmstd.findings import Findings, attempt
 from llmstd.formats import Format, WriteOptions, common, register
 from llmstd.jsonfile import dumps, read_json_object
 from llmstd.mapping import DialectMatcher, from_canonical, to_canonical
@@ -30,25 +32,39 @@ BIN = "pytorch_model.bin"
 BIN_INDEX = "pytorch_model.bin.index.json"
 WEIGHT_FILES = (SAFETENSORS, SAFETENSORS_INDEX, BIN, BIN_INDEX)  # in Hugging Face's order of preference
 DEFAULT_SHARD_SIZE = 5 * 10**9  # transformers' default max_shard_size ("5GB")
+_LOADABLE_FORMATS = ("pt", "tf", "flax", "mlx")  # safetensors metadata formats transformers' loader accepts
 
 
 def detect(path: Path) -> bool:
     return path.is_dir() and (path / CONFIG).is_file() and any((path / f).is_file() for f in WEIGHT_FILES)
 
 
-def _open_weights(path: Path) -> tuple[dict[str, LazyTensor], list[Path], str]:
+def _open_weights(path: Path, findings: Findings | None) -> tuple[dict[str, LazyTensor], list[Path], str] | None:
+    """(tensors, files, container); lenient, None when the one weight file cannot be read."""
     if (path / SAFETENSORS).is_file():
-        sf = safetensors_io.open_file(path / SAFETENSORS)
-        return dict(sf.tensors), [sf.path], "safetensors"
+        tensors = attempt(findings, "bad_header", lambda: _open_safetensors(path / SAFETENSORS, findings))
+        return None if tensors is None else (tensors, [path / SAFETENSORS], "safetensors")
     if (path / SAFETENSORS_INDEX).is_file():
-        tensors, files = shard_index.open_sharded(path / SAFETENSORS_INDEX, lambda p: safetensors_io.open_file(p).tensors)
+        tensors, files = shard_index.open_sharded(path / SAFETENSORS_INDEX,
+                                                  lambda p: _open_safetensors(p, findings), findings)
         return tensors, [*files, path / SAFETENSORS_INDEX], "safetensors-sharded"
     if (path / BIN).is_file():
-        return torch_pickle.read_torch_checkpoint(path / BIN), [path / BIN], "torch-pickle"
+        tensors = attempt(findings, "bad_header", lambda: torch_pickle.read_torch_checkpoint(path / BIN))
+        return None if tensors is None else (tensors, [path / BIN], "torch-pickle")
     if (path / BIN_INDEX).is_file():
-        tensors, files = shard_index.open_sharded(path / BIN_INDEX, torch_pickle.read_torch_checkpoint)
+        tensors, files = shard_index.open_sharded(path / BIN_INDEX, torch_pickle.read_torch_checkpoint, findings)
         return tensors, [*files, path / BIN_INDEX], "torch-pickle-sharded"
     raise DetectionError("no weights found", file=path, hint=f"expected one of {', '.join(WEIGHT_FILES)}")
+
+
+def _open_safetensors(path: Path, findings: Findings | None) -> dict[str, LazyTensor]:
+    sf = safetensors_io.open_file(path)
+    # Lint only (llmstd reads it either way): transformers refuses a file whose metadata names
+    # another framework, or names none although the file has metadata.
+    if findings is not None and sf.metadata and sf.metadata.get("format") not in _LOADABLE_FORMATS:
+        findings.error("hf_metadata", f"safetensors metadata has format {sf.metadata.get('format')!r}; transformers "
+                       "refuses files whose metadata lacks format = pt", file=path)
+    return dict(sf.tensors)
 
 
 def map_for_config(raw: dict[str, object], arch: str | None, config_path: Path, names: list[str],
@@ -98,26 +114,43 @@ def detect_head(nmap: NamingMap, dialect: str, raw: dict[str, object], names: li
     return min(heads, key=lambda h: len(DialectMatcher(nmap, dialect, h.prefix).unmatched(names)))
 
 
-def read(path: Path, arch: str | None = None) -> Checkpoint:
+def read(path: Path, arch: str | None = None, *, findings: Findings | None = None) -> Checkpoint | None:
+    """Strict, or lenient with ``findings`` (see :class:`llmstd.formats.Reader`): codes ``config_error``,
+    ``bad_header``, ``hf_metadata``, the shard-index codes, the mapping codes and ``side_file``."""
     config_path = path / CONFIG
-    raw = read_json_object(config_path)
-    tensors, files, container = _open_weights(path)
+    raw = attempt(findings, "config_error", lambda: read_json_object(config_path))
+    weights = _open_weights(path, findings)
+    if raw is None or weights is None:
+        return None
+    tensors, files, container = weights
     names = list(tensors)
-    nmap = map_for_config(raw, arch, config_path, names)
-    head = detect_head(nmap, DIALECT, raw, names)
-    present = DialectMatcher(nmap, DIALECT, head.prefix).canonical_names_present(names)
-    config = config_from_framework(nmap, raw, head=head.name, dtype=common.dominant_dtype(tensors),
+
+    def canonical_config() -> tuple[NamingMap, Head, CanonicalConfig, ConfigKeys]:
+        nmap = map_for_config(raw, arch, config_path, names)
+        head = detect_head(nmap, DIALECT, raw, names)
+        present = DialectMatcher(nmap, DIALECT, head.prefix).canonical_names_present(names)
+        config, keys = read_config(nmap, raw, head=head.name, dtype=common.dominant_dtype(tensors),
                                    present=present, source=str(config_path))
-    canonical, report = to_canonical(nmap, DIALECT, head.prefix, tensors, config, source=str(path))
+        return nmap, head, config, keys
+
+    read_as = attempt(findings, "config_error", canonical_config)
+    if read_as is None:
+        return None
+    nmap, head, config, keys = read_as
+    canonical, report = to_canonical(nmap, DIALECT, head.prefix, tensors, config, source=str(path), findings=findings)
+    keys.record(report)
+    sidecars = attempt(findings, "side_file", lambda: common.side_files(path, [config_path, *files])) or SideFiles()
     return Checkpoint(path=path, format="hf", container=container, dialect=DIALECT, config=config,
                       tensors=canonical, files=[config_path, *files], source_names=tensors, report=report,
-                      sidecars=common.sidecars_in(path))
+                      sidecars=sidecars)
 
 
 def framework_config(nmap: NamingMap, ckpt: Checkpoint, head: Head) -> dict[str, object]:
     """The config.json Hugging Face's classes (PyTorch and TF alike) load for this checkpoint."""
     body = config_to_framework(nmap, ckpt.config)
-    body.update({"model_type": nmap.model_types[0], "architectures": [head.cls], "dtype": ckpt.config.dtype})
+    # Both spellings of the dtype: transformers 5 reads 'dtype', 4.x 'torch_dtype'.
+    body.update({"model_type": nmap.model_types[0], "architectures": [head.cls], "dtype": ckpt.config.dtype,
+                 "torch_dtype": ckpt.config.dtype})
     return body
 
 
@@ -142,7 +175,8 @@ def write(ckpt: Checkpoint, staging: Path, options: WriteOptions) -> list[Path]:
                                              shard_size=shard_size, progress=options.progress)
     config_path = staging / CONFIG
     config_path.write_text(dumps(framework_config(nmap, ckpt, head)), encoding="utf-8")
-    return [*files, config_path, *common.copy_sidecars(ckpt.sidecars, staging)]
+    written = [*files, config_path]
+    return [*written, *common.copy_side_files(ckpt.sidecars, staging, written)]
 
 
 def _write_bin(staging: Path, entries: list[tuple[str, LazyTensor]], shard_size: int,

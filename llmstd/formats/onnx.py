@@ -23,9 +23,9 @@ from pathlib import Path
 
 from llmstd import maps, vocab
 from llmstd.checkpoint import Checkpoint
-from llmstd.config import CanonicalConfig
 from llmstd.converters import onnx_io
 from llmstd.errors import DetectionError, MapError, MappingError
+from llmstd.findings import Findings
 from llmstd.formats import Format, WriteOptions, common, register
 from llmstd.formats.canonical import (
     KEY_CONFIG,
@@ -33,7 +33,7 @@ from llmstd.formats.canonical import (
     KEY_PROVENANCE,
     KEY_SPEC,
     KEY_TRANSFORMS,
-    check_spec_version,
+    config_from_metadata,
     json_field,
 )
 from llmstd.formats.canonical import metadata as canonical_metadata
@@ -70,7 +70,9 @@ def is_llmstd_file(meta: dict[str, str]) -> bool:
     return meta.get(KEY_FORMAT) == FORMAT_VALUE
 
 
-def read(path: Path, arch: str | None = None) -> Checkpoint:
+def read(path: Path, arch: str | None = None, *, findings: Findings | None = None) -> Checkpoint:
+    # No lenient mode yet: ``findings`` is accepted and unused, so a collecting caller gets the first
+    # problem raised, exactly as a strict one does.
     model_path = model_file(path)
     if model_path is None:
         found = sorted(p.name for p in path.glob("*.onnx")) if path.is_dir() else []
@@ -89,8 +91,7 @@ def _read_own(path: Path, f: onnx_io.OnnxFile, arch: str | None) -> Checkpoint:
     from llmstd.onnx_graph.build import OWN_PREFIX
 
     meta, source = f.metadata, f.path
-    check_spec_version(meta.get(KEY_SPEC, ""), source)
-    config = CanonicalConfig.from_dict(json_field(meta, KEY_CONFIG, source), source=str(source))
+    config = config_from_metadata(json_field(meta, KEY_CONFIG, source), meta.get(KEY_SPEC, ""), source)
     if arch and arch != config.architecture:
         raise MappingError(f"checkpoint is '{config.architecture}', not '{arch}'", file=source)
     # The graph's own constants carry OWN_PREFIX; every other initializer must be a canonical tensor.
@@ -102,10 +103,10 @@ def _read_own(path: Path, f: onnx_io.OnnxFile, arch: str | None) -> Checkpoint:
                           hint="the graph was edited after llmstd wrote it; convert from the original checkpoint")
     tensors: dict[str, LazyTensor] = {n: named[n] for n in expected}  # type: ignore[misc]
     report = MappingReport(transforms=json_field(meta, KEY_TRANSFORMS, source)) if KEY_TRANSFORMS in meta else MappingReport()
-    directory = path if path.is_dir() else path.parent
     return Checkpoint(path=path, format="onnx", container=f.container, dialect="canonical", config=config,
                       tensors=tensors, files=[f.path, *f.data_files], source_names=dict(f.tensors), report=report,
-                      sidecars=common.sidecars_in(directory),
+                      # config.json beside the graph is the format's own (written anew from the canonical config)
+                      sidecars=common.side_files(path, [f.path, *f.data_files, f.path.parent / CONFIG]),
                       provenance=json_field(meta, KEY_PROVENANCE, source) if KEY_PROVENANCE in meta else {})
 
 
@@ -140,7 +141,7 @@ def write_onnx(ckpt: Checkpoint, staging: Path, *, external_data_threshold: int 
     if body is not None:
         (staging / CONFIG).write_text(dumps(body), encoding="utf-8")
         files.append(staging / CONFIG)
-    return [*files, *common.copy_sidecars(ckpt.sidecars, staging)]
+    return [*files, *common.copy_side_files(ckpt.sidecars, staging, files)]
 
 
 def write(ckpt: Checkpoint, staging: Path, options: WriteOptions) -> list[Path]:

@@ -35,9 +35,10 @@ from typing import Any
 from llmstd import maps, vocab
 from llmstd.checkpoint import Checkpoint
 from llmstd.config import CanonicalConfig
-from llmstd.configmap import config_from_framework, config_to_framework
+from llmstd.configmap import config_to_framework, read_config
 from llmstd.converters import tf_checkpoint
 from llmstd.errors import ConfigError, DetectionError, FormatError, MappingError
+from llmstd.findings import Findings
 from llmstd.formats import Format, WriteOptions, common, register, tf_common
 from llmstd.jsonfile import dumps, read_json_object
 from llmstd.mapping import DialectMatcher, from_canonical
@@ -119,16 +120,17 @@ def _read_llmstd_config(path: Path) -> tuple[str, str, CanonicalConfig]:
     data = read_json_object(path)
     if data.get("llmstd.format") != FORMAT_VALUE:
         raise FormatError(f"'llmstd.format' is {data.get('llmstd.format')!r}, not '{FORMAT_VALUE}'", file=path)
-    from llmstd.formats.canonical import check_spec_version
+    from llmstd.formats.canonical import config_from_metadata
 
-    check_spec_version(str(data.get("llmstd.spec_version", "")), path)
     dialect, stem = data.get("dialect"), data.get("checkpoint")
     if dialect not in vocab.DIALECTS or not isinstance(stem, str):
         raise FormatError("needs 'dialect' (a known dialect) and 'checkpoint' (the checkpoint stem)", file=path)
-    return dialect, stem, CanonicalConfig.from_dict(data.get("config"), source=str(path))  # type: ignore[arg-type]
+    return dialect, stem, config_from_metadata(data.get("config"), str(data.get("llmstd.spec_version", "")), path)
 
 
-def read(path: Path, arch: str | None = None) -> Checkpoint:
+def read(path: Path, arch: str | None = None, *, findings: Findings | None = None) -> Checkpoint:
+    # No lenient mode yet: ``findings`` is accepted and unused, so a collecting caller gets the first
+    # problem raised, exactly as a strict one does.
     found = _prefix_of(path)
     if found is None:
         raise DetectionError("no tf.train checkpoint (.index file) found", file=path,
@@ -174,8 +176,8 @@ def read(path: Path, arch: str | None = None) -> Checkpoint:
     def make_config(head: maps.Head, present: set[str], named: Mapping[str, LazyTensor]) -> CanonicalConfig:
         from_release = None
         if hf_raw is not None:
-            from_release = config_from_framework(nmap, hf_raw, head=head.name, dtype=_dtype(nmap, head, named),
-                                                 present=present, source=str(directory / release.file))  # type: ignore[union-attr]
+            from_release, _ = read_config(nmap, hf_raw, head=head.name, dtype=_dtype(nmap, head, named),
+                                          present=present, source=str(directory / release.file))  # type: ignore[union-attr]
         if fixed is None:
             assert from_release is not None
             return from_release
@@ -191,7 +193,7 @@ def read(path: Path, arch: str | None = None) -> Checkpoint:
     return Checkpoint(path=path, format="tf-ckpt", container="tf-checkpoint", dialect=resolved.dialect,
                       config=resolved.config, tensors=resolved.tensors, files=[*config_files, *ckpt.files],
                       source_names=resolved.source_names, report=resolved.report,
-                      sidecars=common.sidecars_in(directory))
+                      sidecars=common.side_files(path, [*config_files, *ckpt.files]))
 
 
 def _dtype(nmap: maps.NamingMap, head: maps.Head, named: Mapping[str, LazyTensor]) -> str:
@@ -231,9 +233,9 @@ def write(ckpt: Checkpoint, staging: Path, options: WriteOptions) -> list[Path]:
         hf_raw = config_to_framework(nmap, ckpt.config)
         body = _release_to_file(release, hf_raw)
         # The release code rebuilds the model from this file alone: refuse what it cannot express.
-        rebuilt = config_from_framework(nmap, _hf_raw_from_release(release, body), head=ckpt.config.head,
-                                        dtype=ckpt.config.dtype, present=set(vocab.expected_tensors(ckpt.config)),
-                                        source=release.file)
+        rebuilt, _ = read_config(nmap, _hf_raw_from_release(release, body), head=ckpt.config.head,
+                                 dtype=ckpt.config.dtype, present=set(vocab.expected_tensors(ckpt.config)),
+                                 source=release.file)
         diff = _computational_diff(ckpt.config, rebuilt)
         if diff:
             raise ConfigError(
@@ -250,7 +252,7 @@ def write(ckpt: Checkpoint, staging: Path, options: WriteOptions) -> list[Path]:
             "checkpoint": stem, "config": ckpt.config.to_dict()}
     (staging / LLMSTD_CONFIG).write_text(dumps(meta), encoding="utf-8")
     written.append(staging / LLMSTD_CONFIG)
-    return [*written, *common.copy_sidecars(ckpt.sidecars, staging)]
+    return [*written, *common.copy_side_files(ckpt.sidecars, staging, written)]
 
 
 register(Format("tf-ckpt", "tf.train checkpoint directory (Google BERT / OpenAI GPT-2 release naming, "

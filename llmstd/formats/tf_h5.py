@@ -17,9 +17,10 @@ from pathlib import Path
 
 from llmstd import maps
 from llmstd.checkpoint import Checkpoint
-from llmstd.configmap import config_from_framework
+from llmstd.configmap import ConfigKeys, read_config
 from llmstd.converters import h5_io
 from llmstd.errors import MappingError
+from llmstd.findings import Findings
 from llmstd.formats import Format, WriteOptions, common, hf, register, tf_common
 from llmstd.jsonfile import dumps, read_json_object
 from llmstd.mapping import from_canonical
@@ -47,16 +48,22 @@ def _preferred_head(nmap: maps.NamingMap, raw: dict[str, object]) -> str | None:
     return None
 
 
-def read(path: Path, arch: str | None = None) -> Checkpoint:
+def read(path: Path, arch: str | None = None, *, findings: Findings | None = None) -> Checkpoint:
+    # No lenient mode yet: ``findings`` is accepted and unused, so a collecting caller gets the first
+    # problem raised, exactly as a strict one does.
     config_path = path / CONFIG
     raw = read_json_object(config_path)
     # Keras scopes the names, so a config without model_type needs --arch here.
     nmap = hf.map_for_config(raw, arch, config_path, [])
     h5 = h5_io.read_h5(path / WEIGHTS)
 
+    keys = ConfigKeys()
+
     def make_config(head: maps.Head, present: set[str], tensors: dict[str, LazyTensor]):  # type: ignore[no-untyped-def]
-        return config_from_framework(nmap, raw, head=head.name, dtype=common.dominant_dtype(tensors),
-                                     present=present, source=str(config_path))
+        nonlocal keys
+        config, keys = read_config(nmap, raw, head=head.name, dtype=common.dominant_dtype(tensors),
+                                   present=present, source=str(config_path))
+        return config
 
     candidates = tf_common.tf_candidates(nmap, DIALECTS, _preferred_head(nmap, raw))
     if not candidates:
@@ -64,9 +71,10 @@ def read(path: Path, arch: str | None = None) -> Checkpoint:
                            file=nmap.path, hint="add an hf_tf or tf_llmstd section to the map")
     resolved = tf_common.resolve(nmap, candidates, h5.weights, make_config, source=str(path / WEIGHTS), scoped=True)
     report = resolved.report
+    keys.record(report)
     return Checkpoint(path=path, format="tf-h5", container="hdf5", dialect=resolved.dialect, config=resolved.config,
                       tensors=resolved.tensors, files=[config_path, path / WEIGHTS], source_names=resolved.source_names,
-                      report=report, sidecars=common.sidecars_in(path))
+                      report=report, sidecars=common.side_files(path, [config_path, path / WEIGHTS]))
 
 
 def _repeats(nmap: maps.NamingMap, dialect: str, prefix: str, named: dict[str, LazyTensor]) -> dict[str, LazyTensor]:
@@ -99,7 +107,7 @@ def write(ckpt: Checkpoint, staging: Path, options: WriteOptions) -> list[Path]:
     config_path = staging / CONFIG
     config_path.write_text(dumps(hf.framework_config(nmap, ckpt, hf.resolve_head(nmap, "hf", ckpt.config.head))),
                            encoding="utf-8")
-    return [weights, config_path, *common.copy_sidecars(ckpt.sidecars, staging)]
+    return [weights, config_path, *common.copy_side_files(ckpt.sidecars, staging, [weights, config_path])]
 
 
 register(Format("tf-h5", "Hugging Face TensorFlow model directory (config.json + tf_model.h5)", detect, read, write))

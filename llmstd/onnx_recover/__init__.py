@@ -45,7 +45,7 @@ import numpy as np
 
 from llmstd import dtypes, transforms, vocab
 from llmstd.checkpoint import Checkpoint
-from llmstd.configmap import config_from_framework
+from llmstd.configmap import read_config
 from llmstd.converters.onnx_io import OnnxFile
 from llmstd.dtypes import DType
 from llmstd.errors import FormatError, MappingError
@@ -456,7 +456,7 @@ def recover(path: Path, f: OnnxFile, *, arch: str | None = None) -> Checkpoint:
     probe.collect()
     present = probe.index.matcher.canonical_names_present(list(probe.claims))
     dtype = common.dominant_dtype({n: c[0].tensor for n, c in probe.claims.items()}) if probe.claims else "float32"
-    config = config_from_framework(nmap, raw, head=head.name, dtype=dtype, present=present, source=str(config_path))
+    config, keys = read_config(nmap, raw, head=head.name, dtype=dtype, present=present, source=str(config_path))
 
     rec = _Recovery(f, nmap, head, config.to_dict())
     expected = vocab.expected_tensors(config)
@@ -511,11 +511,11 @@ def recover(path: Path, f: OnnxFile, *, arch: str | None = None) -> Checkpoint:
     report.ignored[:0] = rec.report.ignored
     report.duplicates_dropped[:0] = rec.report.duplicates_dropped
     report.transforms[:0] = rec.report.transforms
-    directory = path if path.is_dir() else path.parent
+    keys.record(report)
     files = [f.path, *f.data_files, config_path]
     return Checkpoint(path=path, format="onnx", container=f.container, dialect="onnx", config=config,
                       tensors=canonical, files=files, source_names=dict(f.tensors), report=report,
-                      sidecars=common.sidecars_in(directory))
+                      sidecars=common.side_files(path, files))
 
 
 def _canonical_by_hf_name(nmap: NamingMap, head: Head, config: Any) -> dict[str, list[str]]:

@@ -69,7 +69,7 @@ class Store:
         """
         def build() -> Path:
             out = self.root / f"export-{exporter}" / kind
-            out.mkdir(parents=True)
+            out.mkdir(parents=True, exist_ok=True)  # a failed earlier build may have left it
             oh.export(oh.build(kind), kind, out / "model.onnx", exporter)
             self.model(kind).config.save_pretrained(out)
             return out

@@ -176,7 +176,8 @@ def _register_traceable_attention() -> str:
     transformers 4.57 builds attention masks with torch.vmap, which the TorchScript exporter cannot
     trace ("RuntimeError: unordered_map::at", with eager attention as well). The same mask functions
     evaluated by plain broadcasting trace fine; this registers them, with SDPA attention, under a new
-    implementation name (transformers' own implementations stay untouched).
+    implementation name (transformers' own implementations stay untouched). transformers 5 passes the
+    query span as ``q_length``/``q_offset`` instead of 4.57's ``cache_position``; both are accepted.
     """
     import torch
     from transformers import AttentionInterface
@@ -187,8 +188,11 @@ def _register_traceable_attention() -> str:
         padding_mask_function,
     )
 
-    def mask(batch_size: int, cache_position: Any, kv_length: int, kv_offset: int = 0, mask_function: Any = None,
-             attention_mask: Any = None, **_: Any) -> Any:
+    def mask(batch_size: int, cache_position: Any = None, kv_length: int = 0, kv_offset: int = 0,
+             mask_function: Any = None, attention_mask: Any = None, q_length: Any = None, q_offset: int = 0,
+             **_: Any) -> Any:
+        if cache_position is None:  # transformers 5
+            cache_position = torch.arange(q_length) + q_offset
         kv = torch.arange(kv_length) + kv_offset
         if attention_mask is not None:
             mask_function = and_masks(mask_function, padding_mask_function(attention_mask.bool()))

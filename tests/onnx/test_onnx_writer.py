@@ -117,12 +117,12 @@ def test_unsupported_rope_scaling_is_refused(store) -> None:
 
 
 def test_inv_freq_matches_transformers() -> None:
-    """Rotary frequencies (default, linear, llama3) as transformers computes them."""
-    import torch
+    """Rotary frequencies (default, linear, llama3) as transformers computes them: its model's own rotary
+    module (transformers 5 no longer lists the default rope in ROPE_INIT_FUNCTIONS)."""
     from transformers import LlamaConfig
-    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
-    from llmstd.configmap import config_from_framework
+    from llmstd.configmap import read_config
     from llmstd.maps import load
     from llmstd.onnx_graph import inv_freq
 
@@ -133,9 +133,8 @@ def test_inv_freq_matches_transformers() -> None:
         hf = LlamaConfig(hidden_size=64, num_attention_heads=2, num_key_value_heads=1, rope_theta=50000.0,
                          rope_scaling=scaling, max_position_embeddings=256, num_hidden_layers=1,
                          intermediate_size=32, vocab_size=16)
-        kind = (scaling or {}).get("rope_type", "default")
-        want, _ = ROPE_INIT_FUNCTIONS[kind](hf, torch.device("cpu"))
+        want = LlamaRotaryEmbedding(config=hf).inv_freq
         raw = hf.to_dict()
-        config = config_from_framework(load("llama"), raw, head="causal_lm", dtype="float32", present=(),
+        config, _ = read_config(load("llama"), raw, head="causal_lm", dtype="float32", present=(),
                                        source="test")
         np.testing.assert_allclose(inv_freq(config), want.numpy(), rtol=1e-6, atol=0)

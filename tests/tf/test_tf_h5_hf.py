@@ -31,6 +31,7 @@ def _tf_logits(model, input_ids, attention_mask) -> np.ndarray:
     return out.logits.numpy()
 
 
+@pytest.mark.legacy  # transformers 4.x TF classes
 @pytest.mark.parametrize("kind", sorted(TF_CLASSES))
 def test_transformers_tf_class_loads_llmstd_h5(tfstore, kind: str) -> None:
     out = tfstore.converted(kind, "tf-h5")
@@ -77,6 +78,7 @@ def hf_written_h5(tfstore, tmp_path_factory) -> dict[str, Path]:
     return out
 
 
+@pytest.mark.legacy  # transformers 4.x TF classes
 @pytest.mark.parametrize("kind", sorted(TF_CLASSES))
 def test_hf_tf_save_converts_like_transformers_cross_loading(tfstore, hf_written_h5, tmp_path: Path, kind: str) -> None:
     src = hf_written_h5[kind]
@@ -105,6 +107,7 @@ def test_hf_tf_save_converts_like_transformers_cross_loading(tfstore, hf_written
     assert max_abs(got, tfstore.reference(kind).logits) <= TOL
 
 
+@pytest.mark.legacy  # transformers 4.x TF classes
 def test_h5_scope_of_a_second_keras_model_is_accepted(hf_written_h5) -> None:
     # Keras numbers scopes per process (tfgpt2lm_head_model_1, ...); transformers ignores the scope.
     with h5py.File(hf_written_h5["gpt2"] / "tf_model.h5", "r") as f:

@@ -76,7 +76,7 @@ def test_bfloat16_weights_run(tfstore) -> None:
 
 def test_unknown_rope_scaling_is_refused(tfstore) -> None:
     ckpt = llmstd.load(tfstore.converted("llama", "tf-ckpt"))
-    config = ckpt.config.replace(rope_scaling={"rope_type": "yarn", "factor": 4.0})
+    config = ckpt.config.replace(rope_scaling={"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64})
     with pytest.raises(ConfigError, match="'yarn' is not implemented"):
         TFModel(ckpt.tensors, config)
 
