@@ -16,7 +16,7 @@ import numpy as np
 
 from llmstd import dtypes, vocab
 from llmstd.checkpoint import Checkpoint
-from llmstd.config import CanonicalConfig
+from llmstd.config import ADDED_IN_1_2, CanonicalConfig
 from llmstd.convert import parse_size
 from llmstd.formats import WriteOptions, hf
 from llmstd.tensors import LazyTensor
@@ -61,7 +61,7 @@ class RandomTensor(LazyTensor):
 
 
 def make(shape: str, out: Path, dtype: str = "bfloat16", shard_size: str | None = None) -> Path:
-    config = CanonicalConfig(dtype=dtype, **SHAPES[shape])
+    config = CanonicalConfig(dtype=dtype, **ADDED_IN_1_2, **SHAPES[shape])
     tensors = {name: RandomTensor(s, dtype, seed) for seed, (name, s) in enumerate(vocab.expected_tensors(config).items())}
     ckpt = Checkpoint(path=out, format="canonical", container="generated", dialect="canonical", config=config,
                       tensors=tensors, files=[])

@@ -57,7 +57,9 @@ def show(arch: Annotated[str, typer.Argument(help="Architecture name, e.g. llama
         else:
             fields[name] = {"key": rule.key, **({"aliases": list(rule.aliases)} if rule.aliases else {}),
                             **({"default": rule.default} if rule.has_default else {}),
-                            **({"values": dict(rule.values)} if rule.values else {})}
+                            **({"values": dict(rule.values)} if rule.values else {}),
+                            **({"value_aliases": dict(rule.value_aliases)} if rule.value_aliases else {}),
+                            **({"nullable": True} if rule.nullable else {})}
     config_keys = {
         "harmless": {k: r.reason for k, r in sorted(nmap.keys.items()) if r.harmless},
         "refused": {k: {"reason": r.reason, "allowed": list(r.allow)} for k, r in sorted(nmap.keys.items())
@@ -66,7 +68,7 @@ def show(arch: Annotated[str, typer.Argument(help="Architecture name, e.g. llama
     if json_out:
         print_json({"architecture": nmap.architecture, "file": str(nmap.path), "extends": list(nmap.extends),
                     "model_types": list(nmap.model_types), "config_fields": fields, "config_keys": config_keys,
-                    "tensors": entries,
+                    **({"rope_4x": nmap.rope_4x} if nmap.rope_4x else {}), "tensors": entries,
                     "ignored": {d: [{"pattern": i.pattern, "reason": i.reason} for i in dl.ignore]
                                 for d, dl in nmap.dialects.items()}})
         return
@@ -102,4 +104,6 @@ def show(arch: Annotated[str, typer.Argument(help="Architecture name, e.g. llama
     for key, spec in config_keys["refused"].items():
         allowed = f" unless {' or '.join(map(repr, spec['allowed']))}" if spec["allowed"] else ""
         out.print(f"  config key {escape(key)} refused{escape(allowed)}: {escape(spec['reason'])}")
+    if nmap.rope_4x:
+        out.print("  transformers 4.x rotary keys: " + ", ".join(f"{k}={v!r}" for k, v in nmap.rope_4x.items()))
     out.print(f"  {len(config_keys['harmless'])} config keys harmless (--json lists them with reasons)")

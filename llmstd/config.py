@@ -36,8 +36,9 @@ class CanonicalConfig:
     max_positions: int
     norm_kind: str  # layernorm | rmsnorm
     norm_eps: float
-    norm_position: str  # pre (norm, sublayer, residual) | post (sublayer, residual, norm)
+    norm_position: str  # pre: x + f(norm(x)) | post: norm(x + f(x)) | sandwich: x + post_norm(f(norm(x)))
     norm_bias: bool
+    norm_weight_offset: float  # norms multiply by (offset + w): 1.0 for Gemma's stored-as-delta weights
     final_norm: bool
     embedding_norm: bool
     mlp_norm: bool
@@ -56,6 +57,16 @@ class CanonicalConfig:
     type_vocab_size: int
     pooler: bool
     sliding_window: int | None
+    # Per layer "full_attention" | "sliding_attention" (the window applies to sliding layers only);
+    # None: every layer alike (sliding when sliding_window is set).
+    layer_types: list[str] | None
+    qk_norm: bool  # q and k of each head are normed (RMSNorm over head_dim) before the rotation
+    embedding_scale: float | None  # token embeddings multiplied by it (rounded to the compute dtype)
+    attention_scale_dim: float | None  # scores scaled by attention_scale_dim ** -0.5 (None: head_dim)
+    attn_logit_softcap: float | None  # scores -> tanh(scores / cap) * cap
+    final_logit_softcap: float | None  # logits -> tanh(logits / cap) * cap
+    rope_theta_sliding: float | None  # rotary base of sliding layers (None: rope_theta)
+    rope_scaling_sliding: dict[str, JsonValue] | None  # their scaling, with rope_theta_sliding
     bos_token_id: int | list[int] | None
     eos_token_id: int | list[int] | None
     pad_token_id: int | list[int] | None
@@ -102,6 +113,14 @@ class CanonicalConfig:
 
 
 FIELDS: dict[str, dataclasses.Field[Any]] = {f.name: f for f in dataclasses.fields(CanonicalConfig)}
+
+#: Fields added in spec 1.2, with the value each takes for a model without that feature -- which
+#: every spec 1.0 and 1.1 file describes (they are filled in when such a file is read).
+ADDED_IN_1_2: dict[str, JsonValue] = {
+    "norm_weight_offset": 0.0, "layer_types": None, "qk_norm": False, "embedding_scale": None,
+    "attention_scale_dim": None, "attn_logit_softcap": None, "final_logit_softcap": None,
+    "rope_theta_sliding": None, "rope_scaling_sliding": None,
+}
 _HINTS = typing.get_type_hints(CanonicalConfig)
 
 
@@ -172,6 +191,28 @@ def validate_config(c: CanonicalConfig) -> None:
                 raise ConfigError(f"field 'rope_scaling': {problem}")
     elif c.rope_theta is not None or c.rotary_dim is not None or c.rope_scaling is not None:
         raise ConfigError("rope_theta, rotary_dim and rope_scaling apply only to positional='rope'")
+    if c.layer_types is not None:
+        if len(c.layer_types) != c.num_layers or any(t not in vocab.LAYER_TYPES for t in c.layer_types):
+            raise ConfigError(f"field 'layer_types' must give one of {', '.join(vocab.LAYER_TYPES)} for each of "
+                              f"the {c.num_layers} layers, got {c.layer_types!r}")
+        if vocab.SLIDING in c.layer_types and c.sliding_window is None:
+            raise ConfigError("field 'layer_types' has sliding layers but 'sliding_window' is null")
+    if c.sliding_window is not None and c.sliding_window <= 0:
+        raise ConfigError(f"field 'sliding_window' must be positive, got {c.sliding_window}")
+    for name in ("embedding_scale", "attention_scale_dim", "attn_logit_softcap", "final_logit_softcap"):
+        if getattr(c, name) is not None and not getattr(c, name) > 0:
+            raise ConfigError(f"field '{name}' must be positive or null, got {getattr(c, name)}")
+    if c.rope_scaling_sliding is not None and c.rope_theta_sliding is None:
+        raise ConfigError("field 'rope_scaling_sliding' needs 'rope_theta_sliding'")
+    if c.rope_theta_sliding is not None:
+        if c.positional != "rope":
+            raise ConfigError("rope_theta_sliding applies only to positional='rope'")
+        if c.rope_scaling_sliding is not None:
+            from llmstd.rope import scaling_problem
+
+            problem = scaling_problem(c.rope_scaling_sliding)
+            if problem:
+                raise ConfigError(f"field 'rope_scaling_sliding': {problem}")
     if c.norm_kind == "rmsnorm" and c.norm_bias:
         raise ConfigError("RMSNorm has no bias; norm_bias must be false with norm_kind='rmsnorm'")
     if c.head == "masked_lm" and c.causal:

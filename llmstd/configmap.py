@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from llmstd import expr, hfconfig
+from llmstd import expr, hfconfig, vocab
 from llmstd.config import CanonicalConfig
 from llmstd.errors import ConfigError
 from llmstd.maps import FieldRule, NamingMap
@@ -39,15 +39,29 @@ class ConfigKeys:
         report.config_keys_unreviewed = list(self.unreviewed)
 
 
-def _reads_hf_rope(nmap: NamingMap) -> bool:
+def reads_hf_rope(nmap: NamingMap) -> bool:
     """Whether the map reads rotary parameters from Hugging Face's keys (then hfconfig spells them)."""
     rule = nmap.fields.get("rope_theta")
     return nmap.config_format == "hf" and rule is not None and rule.key == "rope_theta"
 
 
-def _default_theta(nmap: NamingMap) -> float | None:
-    rule = nmap.fields["rope_theta"]
-    return rule.default if rule.has_default and isinstance(rule.default, (int, float)) else None
+def rope_spelling(nmap: NamingMap) -> hfconfig.Spelling:
+    """What ``nmap`` says about its Hugging Face rotary keys: rope_theta's default and, when the map
+    reads the sliding layers' base from a key of its own, that key and its default."""
+    def literal(rule: FieldRule) -> float | None:
+        return rule.default if rule.has_default and isinstance(rule.default, (int, float)) else None
+
+    sliding = nmap.fields.get("rope_theta_sliding")
+    has_sliding_key = sliding is not None and sliding.key is not None
+    keys_4x = nmap.rope_4x
+    return hfconfig.Spelling(
+        literal(nmap.fields["rope_theta"]),
+        sliding.key if sliding is not None and has_sliding_key else None,
+        literal(sliding) if sliding is not None and has_sliding_key else None,
+        theta_key_4x=keys_4x.get("theta_key"), partial_key_4x=keys_4x.get("partial_key"),
+        partial_default=keys_4x.get("partial_default"),
+        scaling_type_key_4x=keys_4x.get("scaling_type_key", "rope_type"),
+        scaling_top_level_4x=tuple(keys_4x.get("scaling_top_level", ())))
 
 
 def _literal_or_expr(value: Any, scope: Mapping[str, Any], framework: Mapping[str, Any]) -> Any:
@@ -88,12 +102,16 @@ def read_config(
     values: dict[str, Any] = {}
     consumed = set(HF_STRUCTURAL_KEYS)
     raw = dict(raw)
-    if _reads_hf_rope(nmap) and hfconfig.has_rope_keys(raw):
-        rope = hfconfig.read_rope(raw, _default_theta(nmap), source)
+    spelling = rope_spelling(nmap) if reads_hf_rope(nmap) else None
+    if spelling is not None and hfconfig.has_rope_keys(raw, spelling):
+        rope = hfconfig.read_rope(raw, spelling, source)
         raw.update({"rope_theta": rope.theta, "rope_scaling": rope.scaling})
         if rope.partial_rotary_factor is not None:
             raw["partial_rotary_factor"] = rope.partial_rotary_factor
-        consumed.update(k for k in (hfconfig.V5_ROPE_KEY, "original_max_position_embeddings") if k in raw)
+        if spelling.sliding_key is not None:
+            raw[spelling.sliding_key] = rope.sliding_theta
+        consumed.update(k for k in (hfconfig.V5_ROPE_KEY, "original_max_position_embeddings", *spelling.keys_4x)
+                        if k in raw)
     pending = dict(nmap.fields)
     implicit = {"architecture": nmap.architecture, "head": head, "dtype": dtype}
     # Resolve in dependency order: expressions may refer to other fields (head_dim = hidden / heads).
@@ -107,8 +125,9 @@ def read_config(
             progressed = True
         if not progressed:
             raise ConfigError(f"circular defaults between fields {', '.join(sorted(pending))}", file=nmap.path)
-    if nmap.config_format == "hf" and "layer_types" in raw:
-        hfconfig.check_layer_types(raw["layer_types"], values["num_layers"], values["sliding_window"], source)
+    if nmap.config_format == "hf" and "layer_types" in raw and "layer_types" not in consumed:
+        uniform = vocab.SLIDING if values["sliding_window"] is not None else vocab.FULL
+        hfconfig.check_layer_types(raw["layer_types"], [uniform] * values["num_layers"], source)
         consumed.add("layer_types")
     keys = _classify(nmap, raw, consumed, source)
     extras = {k: v for k, v in raw.items() if k not in consumed}
@@ -151,13 +170,15 @@ def _read_field(nmap: NamingMap, rule: FieldRule, raw: Mapping[str, Any], values
     found = [k for k in (rule.key, *rule.aliases) if k in raw]
     consumed.update(found)
     value = raw[found[0]] if found else None
+    if value is None and found and rule.nullable:
+        return None
     if value is None:
         if not rule.has_default:
             raise ConfigError(f"config lacks '{rule.key}' (canonical '{rule.field}') and the map gives no default",
                               file=source, hint=f"add \"{rule.key}\" to the config")
         return _literal_or_expr(rule.default, values, raw)
     if rule.values:
-        table = dict(rule.values)
+        table = {**dict(rule.values), **dict(rule.value_aliases)}
         if value not in table:
             raise ConfigError(f"'{rule.key}' is {value!r}, which llmstd cannot represent",
                               file=source, hint=f"supported values: {', '.join(map(repr, table))}")
@@ -202,7 +223,9 @@ def config_to_framework(nmap: NamingMap, config: CanonicalConfig) -> dict[str, A
         written_by[rule.key] = name
         for alias in rule.aliases:
             out.pop(alias, None)
-    if _reads_hf_rope(nmap) and config.positional == "rope":
-        factor = out.get("partial_rotary_factor") if "partial_rotary_factor" in written_by else None
-        out.update(hfconfig.portable_keys(config.rope_theta, config.rope_scaling, factor))
+    if reads_hf_rope(nmap) and config.positional == "rope":
+        spelling = rope_spelling(nmap)
+        view = hfconfig.RopeView(config.rope_theta, config.rope_scaling, out.get("partial_rotary_factor"),
+                                 config.rope_theta_sliding if spelling.sliding_key else None)
+        out.update(hfconfig.portable_keys(view, spelling))
     return out

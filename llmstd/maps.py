@@ -40,9 +40,11 @@ class FieldRule:
     field: str
     key: str | None = None  # framework config key
     aliases: tuple[str, ...] = ()  # older spellings accepted on read
-    default: Any = None  # literal or '= expression'; used when the key is absent or null
+    default: Any = None  # literal or '= expression'; used when the key is absent (or null, unless nullable)
     has_default: bool = False
     values: tuple[tuple[str, str], ...] = ()  # framework value -> canonical value
+    value_aliases: tuple[tuple[str, str], ...] = ()  # older framework values accepted on read only
+    nullable: bool = False  # JSON null means "none" (None), not "absent, use the default"
     fixed: Any = None  # literal or '= expression': the field is implied by the architecture
     has_fixed: bool = False
     present: str | None = None  # the field is true iff this canonical tensor is stored
@@ -123,6 +125,9 @@ class NamingMap:
     entries: tuple[Entry, ...] = ()
     keys: dict[str, KeyRule] = field(default_factory=dict, hash=False)  # harmless and refused config keys
     extends: tuple[str, ...] = ()  # the maps this one was composed from, nearest first
+    #: ``[config.rope_4x]``: how transformers 4.x spells this architecture's rotary keys where it
+    #: differs from the common spelling (see :class:`llmstd.hfconfig.Spelling`).
+    rope_4x: dict[str, Any] = field(default_factory=dict, hash=False)
     abstract: bool = False  # a base for other maps only: names no architecture of its own
 
     def dialect(self, name: str) -> Dialect:
@@ -176,7 +181,8 @@ def _parse_field(path: Path, name: str, spec: Any) -> FieldRule:
     if name not in FIELDS or name in IMPLICIT_FIELDS:
         raise _err(path, where, "is not a canonical config field a map can set",
                    hint="see llmstd/config.py for the schema")
-    _check_keys(path, where, spec, ("key", "aliases", "default", "values", "fixed", "present"))
+    _check_keys(path, where, spec, ("key", "aliases", "default", "values", "value_aliases", "nullable", "fixed",
+                                    "present"))
     kinds = [k for k in ("key", "fixed", "present") if k in spec]
     if len(kinds) != 1:
         raise _err(path, where, "needs exactly one of 'key', 'fixed' or 'present'")
@@ -196,6 +202,13 @@ def _parse_field(path: Path, name: str, spec: Any) -> FieldRule:
         raise _err(path, where, "'values' must map framework values to canonical strings")
     if len(set(values.values())) != len(values):
         raise _err(path, where, "'values' must be one-to-one so the map can be inverted")
+    value_aliases = spec.get("value_aliases", {})
+    if not isinstance(value_aliases, Mapping) or not set(value_aliases.values()) <= set(values.values()) \
+            or set(value_aliases) & set(values):
+        raise _err(path, where, "'value_aliases' must map framework values not in 'values' to canonical values "
+                                "that 'values' writes")
+    if not isinstance(spec.get("nullable", False), bool):
+        raise _err(path, where, "'nullable' must be true or false")
     if "default" in spec:
         _check_expression(path, where, spec["default"])
     aliases = spec.get("aliases", [])
@@ -203,7 +216,8 @@ def _parse_field(path: Path, name: str, spec: Any) -> FieldRule:
         raise _err(path, where, "'aliases' must be a list of strings")
     return FieldRule(
         name, key=spec["key"], aliases=tuple(aliases), default=spec.get("default"), has_default="default" in spec,
-        values=tuple(values.items()),
+        values=tuple(values.items()), value_aliases=tuple(value_aliases.items()),
+        nullable=spec.get("nullable", False),
     )
 
 
@@ -315,7 +329,16 @@ def parse_map(path: Path, data: Mapping[str, Any], *, extends: tuple[str, ...] =
         _check_keys(path, "map", data, data.keys(), ("dialects", "tensors"))
 
     config = data.get("config", {})
-    _check_keys(path, "config", config, ("format", "model_types", "fields", "harmless", "refuse"))
+    _check_keys(path, "config", config, ("format", "model_types", "fields", "harmless", "refuse", "rope_4x"))
+    rope_4x = config.get("rope_4x", {})
+    _check_keys(path, "config.rope_4x", rope_4x, ("theta_key", "partial_key", "partial_default", "scaling_type_key",
+                                                  "scaling_top_level"))
+    top_level = rope_4x.get("scaling_top_level", [])
+    if not all(isinstance(rope_4x.get(k, ""), str) for k in ("theta_key", "partial_key", "scaling_type_key")) or \
+            not isinstance(rope_4x.get("partial_default", 0.0), (int, float)) or \
+            not (isinstance(top_level, list) and all(isinstance(k, str) for k in top_level)):
+        raise _err(path, "config.rope_4x", "theta_key, partial_key and scaling_type_key name keys, partial_default "
+                                           "is a number, scaling_top_level a list of keys")
     fields: dict[str, FieldRule] = {}
     for fname, fspec in config.get("fields", {}).items():
         fields[fname] = _parse_field(path, fname, fspec)
@@ -364,7 +387,8 @@ def parse_map(path: Path, data: Mapping[str, Any], *, extends: tuple[str, ...] =
 
     model_types = tuple(config.get("model_types", ())) if config else ()
     return NamingMap(arch, data.get("description", ""), path, config.get("format") if config else None,
-                     model_types, fields, dialects, tuple(entries), keys, extends, abstract)
+                     model_types, fields, dialects, tuple(entries), keys, extends, abstract=abstract,
+                     rope_4x=dict(rope_4x))
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -387,7 +411,8 @@ def compose(base: Mapping[str, Any], child: Mapping[str, Any], path: Path) -> di
     """The map ``child`` describes when it ``extends`` ``base`` (both decoded TOML), as one map.
 
     The child's scalars win; ``config.fields`` merge field by field; a key the child lists under
-    ``config.harmless`` or ``config.refuse`` replaces the base's classification of it; dialects merge
+    ``config.harmless`` or ``config.refuse`` (or reads with a field rule) replaces the base's
+    classification of it; dialects merge
     head by head, their ignore lists by pattern; a tensor entry with the same ``canonical`` names
     merges dialect by dialect (``dialect = false`` drops the base's name), other entries are appended.
     Nothing of either input is modified."""
@@ -400,6 +425,10 @@ def compose(base: Mapping[str, Any], child: Mapping[str, Any], path: Path) -> di
         elif key not in ("harmless", "refuse"):
             config[key] = value
     overridden = set(child.get("config", {}).get("harmless", {})) | set(child.get("config", {}).get("refuse", {}))
+    # A key the child's own fields read is no longer the base's harmless or refused key.
+    for rule in child.get("config", {}).get("fields", {}).values():
+        if isinstance(rule, Mapping) and isinstance(rule.get("key"), str):
+            overridden |= {rule["key"], *(a for a in rule.get("aliases", []) if isinstance(a, str))}
     for table in ("harmless", "refuse"):
         merged = {k: v for k, v in config.get(table, {}).items() if k not in overridden}
         merged.update(child.get("config", {}).get(table, {}))

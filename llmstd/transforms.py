@@ -300,9 +300,7 @@ class Step:
     raw_params: tuple[tuple[str, Any], ...]
 
     @classmethod
-    def parse(cls, spec: Mapping[str, Any] | str) -> Step:
-        if isinstance(spec, str):
-            spec = {"op": spec}
+    def parse(cls, spec: Mapping[str, Any]) -> Step:
         if not isinstance(spec, Mapping) or "op" not in spec:
             raise TransformError(f"a transform is a table with an 'op' key, got {spec!r}")
         kind = REGISTRY.get(spec["op"])

@@ -62,7 +62,7 @@ import numpy as np
 from llmstd import __version__, formats, hfconfig, transforms, vocab
 from llmstd.checkpoint import Checkpoint
 from llmstd.config import CanonicalConfig
-from llmstd.configmap import _default_theta, _reads_hf_rope
+from llmstd.configmap import reads_hf_rope, rope_spelling
 from llmstd.errors import LlmstdError
 from llmstd.findings import ERROR, WARNING, Finding, Findings, attempt
 from llmstd.formats import common
@@ -204,9 +204,9 @@ def _check_portable(opened: _Opened, arch: str | None, found: Findings) -> None:
     known = arch or (opened.config.architecture if opened.config else None)
     try:
         nmap = hf.map_for_config(opened.hf_config, known, opened.hf_config_path, [])
-        if not _reads_hf_rope(nmap):
+        if not reads_hf_rope(nmap):
             return
-        problem = hfconfig.portability_problem(opened.hf_config, _default_theta(nmap), str(opened.hf_config_path))
+        problem = hfconfig.portability_problem(opened.hf_config, rope_spelling(nmap), str(opened.hf_config_path))
     except LlmstdError:
         return  # a config that cannot be interpreted is a finding of the reader (config_error)
     if problem:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from llmstd.config import CanonicalConfig
 
-SPEC_VERSION = "1.1"
+SPEC_VERSION = "1.2"
 
 # Dialects a naming map may describe. A dialect is how one framework ecosystem names and lays out
 # tensors; the container (bytes on disk) is a separate concern.
@@ -26,9 +26,12 @@ DIALECTS = ("hf", "hf_tf", "tf_original", "tf_llmstd", "onnx", "meta", "gguf", "
 
 HEADS = ("causal_lm", "masked_lm", "base")
 NORM_KINDS = ("layernorm", "rmsnorm")
-NORM_POSITIONS = ("pre", "post")
+NORM_POSITIONS = ("pre", "post", "sandwich")
 ACTIVATIONS = ("gelu", "gelu_tanh", "silu", "relu", "quick_gelu")
 POSITIONALS = ("learned", "rope")
+#: Attention kinds of ``CanonicalConfig.layer_types`` (Hugging Face's spelling).
+FULL, SLIDING = "full_attention", "sliding_attention"
+LAYER_TYPES = (FULL, SLIDING)
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,10 @@ TENSORS: tuple[CanonicalTensor, ...] = (
     CanonicalTensor("layers.{i}.attn.v.bias", (_KV,), "bias", "attn_qkv_bias"),
     CanonicalTensor("layers.{i}.attn.o.weight", ("hidden_size", _Q), "linear", "always"),
     CanonicalTensor("layers.{i}.attn.o.bias", ("hidden_size",), "bias", "attn_out_bias"),
+    CanonicalTensor("layers.{i}.attn.q_norm.weight", ("head_dim",), "norm", "qk_norm"),
+    CanonicalTensor("layers.{i}.attn.k_norm.weight", ("head_dim",), "norm", "qk_norm"),
+    CanonicalTensor("layers.{i}.attn_post_norm.weight", ("hidden_size",), "norm", "sandwich"),
+    CanonicalTensor("layers.{i}.attn_post_norm.bias", ("hidden_size",), "bias", "sandwich_bias"),
     CanonicalTensor("layers.{i}.mlp_norm.weight", ("hidden_size",), "norm", "has_mlp_norm"),
     CanonicalTensor("layers.{i}.mlp_norm.bias", ("hidden_size",), "bias", "mlp_norm_bias"),
     CanonicalTensor("layers.{i}.mlp.gate.weight", ("intermediate_size", "hidden_size"), "linear", "gated_mlp"),
@@ -75,6 +82,8 @@ TENSORS: tuple[CanonicalTensor, ...] = (
     CanonicalTensor("layers.{i}.mlp.up.bias", ("intermediate_size",), "bias", "mlp_bias"),
     CanonicalTensor("layers.{i}.mlp.down.weight", ("hidden_size", "intermediate_size"), "linear", "always"),
     CanonicalTensor("layers.{i}.mlp.down.bias", ("hidden_size",), "bias", "mlp_bias"),
+    CanonicalTensor("layers.{i}.mlp_post_norm.weight", ("hidden_size",), "norm", "sandwich"),
+    CanonicalTensor("layers.{i}.mlp_post_norm.bias", ("hidden_size",), "bias", "sandwich_bias"),
     CanonicalTensor("final_norm.weight", ("hidden_size",), "norm", "final_norm"),
     CanonicalTensor("final_norm.bias", ("hidden_size",), "bias", "final_norm_bias"),
     CanonicalTensor("pooler.weight", ("hidden_size", "hidden_size"), "linear", "pooler"),
@@ -87,6 +96,35 @@ TENSORS: tuple[CanonicalTensor, ...] = (
     CanonicalTensor("lm_head.bias", ("vocab_size",), "bias", "lm_head_bias"),
 )
 BY_PATTERN = {t.pattern: t for t in TENSORS}
+
+# Named handles for code that reads canonical tensors (the runtimes' plan, the checker): each is a
+# (weight, bias) pair of patterns from the table above, checked against it at import.
+Pair = tuple[str, str]
+
+
+def _pair(stem: str) -> Pair:
+    """(weight, bias) patterns of ``stem``; the bias may not exist (q_norm, k_norm have none)."""
+    if f"{stem}.weight" not in BY_PATTERN:
+        raise AssertionError(f"'{stem}.weight' is not a canonical tensor name")
+    return f"{stem}.weight", f"{stem}.bias"
+
+
+EMBED_TOKENS = "embed.tokens.weight"
+EMBED_POSITIONS = "embed.positions.weight"
+EMBED_TOKEN_TYPES = "embed.token_types.weight"
+EMBED_NORM = _pair("embed.norm")
+ATTN_NORM = _pair("layers.{i}.attn_norm")
+ATTN_POST_NORM = _pair("layers.{i}.attn_post_norm")
+MLP_NORM = _pair("layers.{i}.mlp_norm")
+MLP_POST_NORM = _pair("layers.{i}.mlp_post_norm")
+Q, K, V, O = (_pair(f"layers.{{i}}.attn.{x}") for x in "qkvo")
+Q_NORM, K_NORM = _pair("layers.{i}.attn.q_norm"), _pair("layers.{i}.attn.k_norm")
+GATE, UP, DOWN = (_pair(f"layers.{{i}}.mlp.{x}") for x in ("gate", "up", "down"))
+FINAL_NORM = _pair("final_norm")
+POOLER = _pair("pooler")
+MLM_TRANSFORM = _pair("mlm.transform")
+MLM_NORM = _pair("mlm.norm")
+LM_HEAD = _pair("lm_head")
 
 #: Tensors that are stored once when the config ties them: key is tied to value.
 TIED = {"lm_head.weight": "embed.tokens.weight"}
@@ -117,6 +155,9 @@ def _predicates(config: CanonicalConfig) -> dict[str, bool]:
         "norm_bias": c.norm_bias,
         "attn_qkv_bias": c.attn_qkv_bias,
         "attn_out_bias": c.attn_out_bias,
+        "qk_norm": c.qk_norm,
+        "sandwich": c.norm_position == "sandwich",
+        "sandwich_bias": c.norm_position == "sandwich" and c.norm_bias,
         "has_mlp_norm": c.mlp_norm,
         "mlp_norm_bias": c.mlp_norm and c.norm_bias,
         "gated_mlp": c.gated_mlp,

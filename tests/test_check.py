@@ -23,11 +23,10 @@ import pytest
 
 import helpers
 import llmstd
-from llmstd import formats
+from llmstd import formats, vocab
 from llmstd.check import Tolerance, check, default_inputs, inputs_from_ids, judged_dtype, tolerance_for
 from llmstd.config import CanonicalConfig
 from llmstd.errors import LlmstdError, MissingDependencyError
-from llmstd.runtimes import torch_model as tm
 from llmstd.tensors import ArrayTensor
 from llmstd.transforms import REGISTRY
 from sharp_models import SharpModels, sharp  # noqa: F401  (sharp is a fixture)
@@ -152,15 +151,15 @@ def _assert_culprit(report, layer: int | None, *parameters: str, stage: str | No
 def test_fault_q_and_k_swapped_in_one_layer(sharp: SharpModels, tmp_path: Path) -> None:
     def swap(arrays: dict[str, np.ndarray], config: CanonicalConfig) -> None:
         for weight_or_bias in range(2):
-            q, k = _name(tm.Q[weight_or_bias], 1), _name(tm.K[weight_or_bias], 1)
+            q, k = _name(vocab.Q[weight_or_bias], 1), _name(vocab.K[weight_or_bias], 1)
             arrays[q], arrays[k] = arrays[k], arrays[q]
 
     bad = plant(sharp.canonical_dir("gpt2"), tmp_path / "bad", swap)
-    _assert_culprit(check(sharp.hf_dir("gpt2"), bad), 1, *(_name(p, 1) for p in (*tm.Q, *tm.K)))
+    _assert_culprit(check(sharp.hf_dir("gpt2"), bad), 1, *(_name(p, 1) for p in (*vocab.Q, *vocab.K)))
 
 
 def test_fault_square_weight_transposed(sharp: SharpModels, tmp_path: Path) -> None:
-    name = _name(tm.O[0], 0)
+    name = _name(vocab.O[0], 0)
 
     def transpose(arrays: dict[str, np.ndarray], config: CanonicalConfig) -> None:
         assert arrays[name].shape[0] == arrays[name].shape[1], "the trap is a *square* matrix"
@@ -182,11 +181,11 @@ def _rotary(arrays: dict[str, np.ndarray], pattern: str, layer: int, to_meta: in
 def test_fault_rotary_permutation_missing(sharp: SharpModels, tmp_path: Path) -> None:
     def forget(arrays: dict[str, np.ndarray], config: CanonicalConfig) -> None:
         for layer in range(config.num_layers):
-            _rotary(arrays, tm.Q[0], layer, config.num_heads, None)
-            _rotary(arrays, tm.K[0], layer, config.num_kv_heads, None)
+            _rotary(arrays, vocab.Q[0], layer, config.num_heads, None)
+            _rotary(arrays, vocab.K[0], layer, config.num_kv_heads, None)
 
     bad = plant(sharp.canonical_dir("llama"), tmp_path / "bad", forget)
-    _assert_culprit(check(sharp.hf_dir("llama"), bad), 0, _name(tm.Q[0], 0), _name(tm.K[0], 0))
+    _assert_culprit(check(sharp.hf_dir("llama"), bad), 0, _name(vocab.Q[0], 0), _name(vocab.K[0], 0))
 
 
 def test_fault_rotary_permutation_with_head_count_instead_of_kv_heads(sharp: SharpModels, tmp_path: Path) -> None:
@@ -195,15 +194,15 @@ def test_fault_rotary_permutation_with_head_count_instead_of_kv_heads(sharp: Sha
 
     def wrong_heads(arrays: dict[str, np.ndarray], config: CanonicalConfig) -> None:
         for layer in range(config.num_layers):  # q is right; k is permuted with the q head count
-            _rotary(arrays, tm.K[0], layer, config.num_kv_heads, config.num_heads)
+            _rotary(arrays, vocab.K[0], layer, config.num_kv_heads, config.num_heads)
 
     bad = plant(sharp.canonical_dir("llama"), tmp_path / "bad", wrong_heads)
     report = check(sharp.hf_dir("llama"), bad)
-    _assert_culprit(report, 0, _name(tm.K[0], 0))
+    _assert_culprit(report, 0, _name(vocab.K[0], 0))
 
 
 def test_fault_lm_head_untied_and_randomised(sharp: SharpModels, tmp_path: Path) -> None:
-    head, embedding = tm.LM_HEAD[0], tm.EMBED_TOKENS
+    head, embedding = vocab.LM_HEAD[0], vocab.EMBED_TOKENS
 
     def untie(arrays: dict[str, np.ndarray], config: CanonicalConfig) -> CanonicalConfig:
         rng = np.random.default_rng(5)
@@ -218,7 +217,7 @@ def test_fault_lm_head_untied_and_randomised(sharp: SharpModels, tmp_path: Path)
 
 
 def test_fault_norm_weight_shifted_by_one(sharp: SharpModels, tmp_path: Path) -> None:
-    name = _name(tm.MLP_NORM[0], 1)
+    name = _name(vocab.MLP_NORM[0], 1)
 
     def shift(arrays: dict[str, np.ndarray], config: CanonicalConfig) -> None:
         arrays[name] = arrays[name] + np.float32(1.0)  # a (1 + w) norm convention applied twice
@@ -228,7 +227,7 @@ def test_fault_norm_weight_shifted_by_one(sharp: SharpModels, tmp_path: Path) ->
 
 
 def test_fault_float16_cast_overflowed_to_inf(sharp: SharpModels, tmp_path: Path) -> None:
-    name = _name(tm.UP[0], 1)
+    name = _name(vocab.UP[0], 1)
 
     def large(arrays: dict[str, np.ndarray], config: CanonicalConfig) -> None:
         arrays[name][0, 0] = np.float32(1e5)  # finite in float32, beyond float16's 65504
@@ -248,7 +247,7 @@ def test_fault_localised_through_onnx_by_rerunning_its_weights(sharp: SharpModel
     if "onnx" not in FORMATS:
         pytest.skip("no onnx format")
     _need_runtime("onnx")
-    name = _name(tm.MLP_NORM[0], 0)
+    name = _name(vocab.MLP_NORM[0], 0)
 
     def shift(arrays: dict[str, np.ndarray], config: CanonicalConfig) -> None:
         arrays[name] = arrays[name] + np.float32(1.0)
@@ -457,7 +456,7 @@ def test_cli_check_passes_with_table_and_json(sharp: SharpModels, tmp_path: Path
 
 
 def test_cli_check_fails_with_exit_1_naming_the_layer(sharp: SharpModels, tmp_path: Path) -> None:
-    name = _name(tm.MLP_NORM[0], 0)
+    name = _name(vocab.MLP_NORM[0], 0)
 
     def shift(arrays: dict[str, np.ndarray], config: CanonicalConfig) -> None:
         arrays[name] = arrays[name] + np.float32(1.0)

@@ -15,12 +15,13 @@ import pytest
 import llmstd
 from helpers import assert_cli_error, run_cli
 from llmstd import hfconfig, maps
-from llmstd.configmap import read_config
+from llmstd.configmap import read_config, rope_spelling
 from llmstd.errors import ConfigError
 
 # Hugging Face config class of each map's model_type.
 CONFIG_CLASSES = {"gpt2": "GPT2Config", "bert": "BertConfig", "llama": "LlamaConfig", "mistral": "MistralConfig",
-                  "qwen2": "Qwen2Config"}
+                  "qwen2": "Qwen2Config", "qwen3": "Qwen3Config", "gemma": "GemmaConfig", "gemma2": "Gemma2Config",
+                  "gemma3_text": "Gemma3TextConfig", "phi3": "Phi3Config", "gpt_neox": "GPTNeoXConfig"}
 DUMP = """
 import json, sys, transformers
 out = {}
@@ -96,7 +97,9 @@ def test_map_defaults_are_the_framework_defaults(generations, arch: str) -> None
             assert canonical == rule.default, (version, arch, rule.key, framework, rule.default)
             checked += 1
         if "rope_theta" in nmap.fields and nmap.fields["rope_theta"].key:
-            theta = defaults.get("rope_theta", (defaults.get("rope_parameters") or {}).get("rope_theta"))
+            params = defaults.get("rope_parameters") or {}
+            params = params.get("full_attention", params)  # nested per layer type (Gemma 3)
+            theta = defaults.get("rope_theta", params.get("rope_theta"))
             assert theta == nmap.fields["rope_theta"].default, (version, arch, theta)
     assert checked > 0
 
@@ -112,7 +115,7 @@ def test_a_v5_only_config_is_read_with_its_rope_parameters() -> None:
     assert config.rope_scaling == {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
                                    "high_freq_factor": 4.0, "original_max_position_embeddings": 32}
     # What each generation reads differs: transformers 4.x ignores rope_parameters.
-    problem = hfconfig.portability_problem(raw, 10000.0, "config.json")
+    problem = hfconfig.portability_problem(raw, hfconfig.Spelling(10000.0), "config.json")
     assert "4.x reads rope_theta 10000.0" in problem and "5.x reads rope_theta 500000.0" in problem
 
 
@@ -129,7 +132,7 @@ def test_written_config_is_read_alike_by_both_generations() -> None:
     body = config_to_framework(maps.load("llama"), config)
     assert body["rope_theta"] == 250000.0 and body["rope_scaling"] == {"rope_type": "linear", "factor": 2.0}
     assert body["rope_parameters"] == {"rope_type": "linear", "rope_theta": 250000.0, "factor": 2.0}
-    assert hfconfig.portability_problem(body, 10000.0, "config.json") == ""
+    assert hfconfig.portability_problem(body, hfconfig.Spelling(10000.0), "config.json") == ""
     again, _ = _read("llama", body)
     assert again.rope_theta == 250000.0 and again.rope_scaling == config.rope_scaling
 
@@ -217,3 +220,70 @@ def test_a_spec_1_0_canonical_file_is_read_with_its_rope_scaling_upgraded(tiny, 
     safetensors_io.rewrite_metadata(path, meta)
     with pytest.raises(ConfigError, match="rope_scaling"):
         llmstd.load(out)
+
+
+def test_a_spec_1_1_canonical_file_is_read_without_the_fields_1_2_added(tiny, tmp_path: Path) -> None:
+    """Spec 1.2 added fields (Gemma's norm offset, QK-norm, soft-caps, ...); a 1.1 file has none of
+    them and describes a model without those features. Claimed as 1.2, the same file is invalid."""
+    from llmstd.config import ADDED_IN_1_2
+    from llmstd.converters import safetensors_io
+    from llmstd.formats import canonical
+
+    out = tmp_path / "canonical"
+    llmstd.convert(tiny.hf_dir("llama"), out, to="canonical")
+    want = llmstd.load(out).config
+    path = out / canonical.SINGLE
+    meta = dict(safetensors_io.open_file(path).metadata)
+    assert meta[canonical.KEY_SPEC] == llmstd.SPEC_VERSION == "1.2"
+    config = {k: v for k, v in json.loads(meta[canonical.KEY_CONFIG]).items() if k not in ADDED_IN_1_2}
+    meta[canonical.KEY_CONFIG], meta[canonical.KEY_SPEC] = json.dumps(config), "1.1"
+    safetensors_io.rewrite_metadata(path, meta)
+    assert llmstd.load(out).config == want
+    meta[canonical.KEY_SPEC] = "1.2"
+    safetensors_io.rewrite_metadata(path, meta)
+    with pytest.raises(ConfigError, match="norm_weight_offset"):
+        llmstd.load(out)
+
+
+def test_null_is_none_only_for_nullable_keys() -> None:
+    """Mistral: an absent sliding_window is transformers' 4096-token default, a null one means no
+    window (Mistral v0.2 on) -- reading null as absent would run a different model."""
+    base = _llama(model_type="mistral")
+    assert _read("mistral", base)[0].sliding_window == 4096
+    assert _read("mistral", {**base, "sliding_window": None})[0].sliding_window is None
+    assert _read("mistral", {**base, "sliding_window": 32})[0].sliding_window == 32
+    # Not nullable: a null head_dim takes the derived default, as transformers does.
+    assert _read("llama", _llama(head_dim=None))[0].head_dim == 8
+
+
+def test_gemma_legacy_gelu_means_the_tanh_approximation_and_is_written_unambiguously() -> None:
+    from llmstd.configmap import config_to_framework
+
+    raw = _llama(model_type="gemma", head_dim=8, hidden_act="gelu")
+    config, _ = _read("gemma", raw)
+    assert config.activation == "gelu_tanh"
+    assert config_to_framework(maps.load("gemma"), config)["hidden_act"] == "gelu_pytorch_tanh"
+
+
+@pytest.mark.parametrize("spelling", ["4.x", "5.x", "pythia"])
+def test_gpt_neox_rotary_keys_in_every_spelling(spelling: str) -> None:
+    """GPT-NeoX: 4.x reads rotary_emb_base/rotary_pct, 5.x rope_parameters; old configs have only
+    the former. Each is read as its writer meant, and llmstd writes both."""
+    from llmstd.configmap import config_to_framework
+
+    raw = _llama(model_type="gpt_neox")
+    if spelling == "pythia":
+        raw.update(rotary_emb_base=500.0, rotary_pct=0.5)
+    elif spelling == "4.x":
+        raw.update(rotary_emb_base=500.0, rotary_pct=0.5, rope_theta=500.0, partial_rotary_factor=0.5)
+    else:
+        raw["rope_parameters"] = {"rope_type": "default", "rope_theta": 500.0, "partial_rotary_factor": 0.5}
+    config, keys = _read("gpt_neox", raw)
+    assert (config.rope_theta, config.rotary_dim) == (500.0, 4) and keys.unreviewed == []
+    written = config_to_framework(maps.load("gpt_neox"), config)
+    assert (written["rotary_emb_base"], written["rotary_pct"]) == (500.0, 0.5)
+    assert written["rope_parameters"] == {"rope_type": "default", "rope_theta": 500.0, "partial_rotary_factor": 0.5}
+    assert hfconfig.portability_problem(written, rope_spelling(maps.load("gpt_neox")), "config.json") == ""
+    if spelling == "5.x":  # 4.57 would read rotary_pct 0.25 and base 10000 from this config
+        assert "4.x reads rope_theta 10000.0, partial_rotary_factor 0.25" in hfconfig.portability_problem(
+            raw, rope_spelling(maps.load("gpt_neox")), "config.json")

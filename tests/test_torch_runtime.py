@@ -71,8 +71,9 @@ def test_matches_transformers(sharp, kind: str) -> None:
 
 ROPE_CASES = {
     "linear": dict(rope_scaling={"rope_type": "linear", "factor": 2.0}),
-    # max_position_embeddings below the 128 tokens run, so the NTK base really grows
-    "dynamic": dict(rope_scaling={"rope_type": "dynamic", "factor": 2.0}, max_position_embeddings=64),
+    # The original context below the 128 tokens run, so the long factors are the ones used.
+    "longrope": dict(rope_scaling={"rope_type": "longrope", "short_factor": [1.0, 1.5, 2.0, 4.0],
+                                   "long_factor": [2.0, 3.0, 5.0, 9.0], "original_max_position_embeddings": 64}),
     "llama3": dict(rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
                                  "high_freq_factor": 4.0, "original_max_position_embeddings": 32},
                    rope_theta=500000.0),
@@ -106,10 +107,11 @@ def test_rope_variants_match_transformers(tmp_path, case: str) -> None:
 
 
 def test_unsupported_rope_type_is_a_clear_error(tiny) -> None:
+    """'dynamic' recomputes the base whenever the sequence outgrows max_positions, which a graph built
+    once cannot express: the model definition refuses it for every runtime, by name."""
     ckpt = llmstd.load(tiny.canonical_dir("llama"))
-    config = ckpt.config.replace(rope_scaling={"rope_type": "longrope", "short_factor": [1.0] * 4,
-                                               "long_factor": [1.0] * 4, "original_max_position_embeddings": 64})
-    with pytest.raises(ConfigError, match="rope_scaling type 'longrope' is not implemented"):
+    config = ckpt.config.replace(rope_scaling={"rope_type": "dynamic", "factor": 2.0})
+    with pytest.raises(ConfigError, match="rope_scaling of rope_type 'dynamic' is not implemented"):
         torch_model.TorchModel(ckpt, config)
 
 

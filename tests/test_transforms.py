@@ -185,7 +185,7 @@ def test_transform_is_exactly_invertible(kind: str) -> None:
 
 def test_chained_transforms_invert_in_reverse_order() -> None:
     # GPT-2's c_attn: [in, 3*out] --transpose--> [3*out, in] --split--> q, k, v.
-    steps = transforms.resolve([Step.parse("transpose"), Step.parse({"op": "split", "axis": 0, "parts": 3})], {})
+    steps = transforms.resolve([Step.parse({"op": "transpose"}), Step.parse({"op": "split", "axis": 0, "parts": 3})], {})
     assert transforms.chain_arity(steps) == (1, 3)
     x = np.arange(4 * 12, dtype=np.float32).reshape(4, 12)
     q, k, v = transforms.apply_forward(steps, [x])

@@ -20,11 +20,10 @@ import pytest
 import helpers
 import llmstd
 from hostile.catalogue import CASES as DAMAGED
-from llmstd import formats, maps
+from llmstd import formats, maps, vocab
 from llmstd.converters import safetensors_io
 from llmstd.errors import LlmstdError, MappingError
 from llmstd.findings import Findings
-from llmstd.runtimes import torch_model as tm
 from llmstd.tensors import ArrayTensor, FileSliceTensor
 from llmstd.validate import MANIFEST_NAME, validate, write_manifest
 from sharp_models import SharpModels, sharp  # noqa: F401  (sharp is a fixture)
@@ -62,8 +61,8 @@ def _findings(report, code: str) -> list:
     return [f for f in report.findings if f.code == code]
 
 
-L1_MLP_NORM = tm.MLP_NORM[0].format(i=1)
-L0_UP = tm.UP[0].format(i=0)
+L1_MLP_NORM = vocab.MLP_NORM[0].format(i=1)
+L0_UP = vocab.UP[0].format(i=0)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -126,7 +125,7 @@ def test_unexpected_tensors(tiny, tmp_path: Path) -> None:
 
 def test_nan_and_inf(tiny, tmp_path: Path) -> None:
     path = copy(tiny.hf_dir("gpt2"), tmp_path)
-    up_name, file = stored(path, tm.EMBED_POSITIONS)
+    up_name, file = stored(path, vocab.EMBED_POSITIONS)
 
     def poison(arrays: Arrays) -> None:
         arrays[up_name][3, 4] = np.nan
@@ -134,8 +133,8 @@ def test_nan_and_inf(tiny, tmp_path: Path) -> None:
 
     rewrite(file, poison)
     report = validate(path)
-    assert [(f.tensor, f.message[:12]) for f in _findings(report, "nan")] == [(tm.EMBED_POSITIONS, "1 NaN value(")]
-    assert [f.tensor for f in _findings(report, "inf")] == [tm.EMBED_POSITIONS]
+    assert [(f.tensor, f.message[:12]) for f in _findings(report, "nan")] == [(vocab.EMBED_POSITIONS, "1 NaN value(")]
+    assert [f.tensor for f in _findings(report, "inf")] == [vocab.EMBED_POSITIONS]
 
 
 def _fused_qkv(ckpt) -> str:
@@ -155,7 +154,7 @@ def test_nan_inside_a_fused_tensor_is_named_canonically(tiny, tmp_path: Path) ->
 
     rewrite(path / "model.safetensors", poison)
     (finding,) = _findings(validate(path), "nan")
-    assert finding.tensor == tm.K[0].format(i=0) and fused in finding.message
+    assert finding.tensor == vocab.K[0].format(i=0) and fused in finding.message
 
 
 def test_missing_shard(tiny, tmp_path: Path) -> None:
@@ -205,7 +204,7 @@ def test_tie_config_mismatch_hf(tiny, tmp_path: Path) -> None:
     (path / "config.json").write_text(json.dumps(config))
     report = validate(path)
     (finding,) = _findings(report, "tie_mismatch")
-    assert finding.tensor == tm.LM_HEAD[0] and "untied" in finding.message
+    assert finding.tensor == vocab.LM_HEAD[0] and "untied" in finding.message
     assert not _findings(report, "missing_tensor")
 
 
@@ -213,19 +212,19 @@ def test_tie_config_mismatch_canonical(tiny, tmp_path: Path) -> None:
     path = copy(tiny.canonical_dir("llama-tied"), tmp_path)
 
     def store_head(arrays: Arrays) -> None:
-        arrays[tm.LM_HEAD[0]] = arrays[tm.EMBED_TOKENS] * 2  # stored although the config ties it
+        arrays[vocab.LM_HEAD[0]] = arrays[vocab.EMBED_TOKENS] * 2  # stored although the config ties it
 
     rewrite(path / "canonical.safetensors", store_head)
     report = validate(path)
-    assert [f.tensor for f in _findings(report, "tie_mismatch")] == [tm.LM_HEAD[0]]
+    assert [f.tensor for f in _findings(report, "tie_mismatch")] == [vocab.LM_HEAD[0]]
 
 
 def test_tied_duplicate_that_differs(tiny, tmp_path: Path) -> None:
     path = copy(tiny.hf_dir("gpt2"), tmp_path)
     ckpt = llmstd.load(path)
-    embedding_name = stored(path, tm.EMBED_TOKENS)[0]
+    embedding_name = stored(path, vocab.EMBED_TOKENS)[0]
     # The head's Hugging Face name, from the naming map (safetensors saves drop the tied copy).
-    (entry,) = [e for e in maps.load("gpt2").entries if e.canonical == (tm.LM_HEAD[0],)]
+    (entry,) = [e for e in maps.load("gpt2").entries if e.canonical == (vocab.LM_HEAD[0],)]
     head_name = entry.dialects["hf"].name
     assert head_name not in ckpt.source_names
     rewrite(path / "model.safetensors", lambda a: a.__setitem__(head_name, a[embedding_name] + 1))
@@ -236,9 +235,9 @@ def test_tied_duplicate_that_differs(tiny, tmp_path: Path) -> None:
 def test_untied_head_equal_to_embeddings_is_a_warning(tiny, tmp_path: Path) -> None:
     path = copy(tiny.canonical_dir("llama"), tmp_path)
     rewrite(path / "canonical.safetensors",
-            lambda arrays: arrays.__setitem__(tm.LM_HEAD[0], arrays[tm.EMBED_TOKENS].copy()))
+            lambda arrays: arrays.__setitem__(vocab.LM_HEAD[0], arrays[vocab.EMBED_TOKENS].copy()))
     report = validate(path)
-    assert report.passed and [(f.code, f.tensor) for f in report.warnings] == [("tie_redundant", tm.LM_HEAD[0])]
+    assert report.passed and [(f.code, f.tensor) for f in report.warnings] == [("tie_redundant", vocab.LM_HEAD[0])]
 
 
 def test_mixed_dtypes(tiny, tmp_path: Path) -> None:
@@ -481,7 +480,7 @@ def test_manifest_names_one_part_of_a_fused_tensor(tiny, tmp_path: Path) -> None
     assert isinstance(fused, FileSliceTensor)
     _flip_byte(fused, ckpt.config.hidden_size + 2)  # row 0, a column of the k block
     changed = [f.tensor for f in _findings(validate(path, manifest=manifest), "manifest_tensor_mismatch")]
-    assert changed == [tm.K[0].format(i=0)]
+    assert changed == [vocab.K[0].format(i=0)]
 
 
 def test_manifest_of_canonical_release_verifies_its_hf_export(tiny) -> None:
@@ -513,7 +512,7 @@ def test_against_runs_check(sharp: SharpModels, tmp_path: Path) -> None:
     assert json.loads(manifest.read_text())["check"]["passed"] is True
     report = validate(path, against=sharp.hf_dir("gpt2"))
     assert report.passed and report.check is not None and report.check.passed
-    norm = tm.ATTN_NORM[0].format(i=1)
+    norm = vocab.ATTN_NORM[0].format(i=1)
     rewrite(path / "canonical.safetensors", lambda arrays: arrays.__setitem__(norm, arrays[norm] + 1))
     report = validate(path, against=sharp.hf_dir("gpt2"))
     (failed,) = _findings(report, "check_failed")
@@ -535,7 +534,7 @@ def test_cli_validate(tiny, tmp_path: Path) -> None:
     _flip_byte(tensor, 3)
     with np.errstate(all="ignore"):
         rewrite(path / "canonical.safetensors",
-                lambda arrays: arrays[tm.EMBED_POSITIONS].__setitem__((0, 0), np.nan))
+                lambda arrays: arrays[vocab.EMBED_POSITIONS].__setitem__((0, 0), np.nan))
     broken = helpers.run_cli("validate", path, "--manifest", path / MANIFEST_NAME)
     assert broken.returncode == 1
     assert "invalid" in broken.stdout and "manifest_tensor_mismatch" in broken.stdout and L0_UP in broken.stdout

@@ -14,7 +14,6 @@ import numpy as np
 from llmstd import vocab
 from llmstd.check.tolerances import Tolerance
 from llmstd.config import CanonicalConfig
-from llmstd.runtimes import torch_model as tm
 
 
 def sanitise(value: float | None) -> float | None:
@@ -160,8 +159,8 @@ def compare_output(name: str, a: np.ndarray, b: np.ndarray, mask: np.ndarray, to
 # ------------------------------------------------------------------------------------------------
 # localisation
 
-_EMBEDDING = {tm.EMBED_TOKENS, tm.EMBED_POSITIONS, tm.EMBED_TOKEN_TYPES, *tm.EMBED_NORM}
-_FINAL = set(tm.FINAL_NORM)
+_EMBEDDING = {vocab.EMBED_TOKENS, vocab.EMBED_POSITIONS, vocab.EMBED_TOKEN_TYPES, *vocab.EMBED_NORM}
+_FINAL = set(vocab.FINAL_NORM)
 
 
 def stages(config: CanonicalConfig) -> list[tuple[str, int | None, list[str]]]:

@@ -15,7 +15,7 @@ from typing import Any
 
 from llmstd import __version__, vocab
 from llmstd.checkpoint import Checkpoint, SideFiles
-from llmstd.config import CanonicalConfig
+from llmstd.config import ADDED_IN_1_2, CanonicalConfig
 from llmstd.converters import safetensors_io, shard_index
 from llmstd.errors import FormatError, LlmstdError, MappingError, SpecVersionError
 from llmstd.findings import Findings, attempt, refuse
@@ -73,13 +73,17 @@ def config_from_metadata(data: Any, version: str, source: Path) -> CanonicalConf
 
     Spec 1.1 fixed the form of ``rope_scaling`` (``rope_type`` plus the parameters that type takes,
     the original context length included); 1.0 files stored it as their source spelled it, so a
-    1.0 ``{"type": "linear", ...}`` is read as ``{"rope_type": "linear", ...}``."""
+    1.0 ``{"type": "linear", ...}`` is read as ``{"rope_type": "linear", ...}``. The fields 1.2 added
+    take their feature-absent values in 1.0 and 1.1 files (:data:`llmstd.config.ADDED_IN_1_2`)."""
     check_spec_version(version, source)
-    if isinstance(data, dict) and version == "1.0" and isinstance(data.get("rope_scaling"), dict):
-        from llmstd.hfconfig import canonical_scaling
+    if isinstance(data, dict) and version in ("1.0", "1.1"):
+        data = {**ADDED_IN_1_2, **data}
+    if isinstance(data, dict) and version == "1.0":
+        if isinstance(data.get("rope_scaling"), dict):
+            from llmstd.hfconfig import canonical_scaling
 
-        raw = {"max_position_embeddings": data.get("max_positions")}
-        data = {**data, "rope_scaling": canonical_scaling(data["rope_scaling"], raw, "rope_scaling", str(source))}
+            raw = {"max_position_embeddings": data.get("max_positions")}
+            data["rope_scaling"] = canonical_scaling(data["rope_scaling"], raw, "rope_scaling", str(source))
     return CanonicalConfig.from_dict(data, source=str(source))
 
 

@@ -121,11 +121,12 @@ def head(ops: Ops, plan: ModelPlan, x: Value) -> dict[str, Any]:
     if spec.kind == "causal_lm":
         assert spec.lm_head is not None
         return {"logits": _softcap(ops, ops.linear(x, spec.lm_head), spec.softcap)}
-    if spec.kind == "masked_lm":
-        assert spec.lm_head is not None and spec.mlm_transform is not None and spec.mlm_norm is not None
-        h = ops.norm(ops.activation(ops.linear(x, spec.mlm_transform), plan.config.activation), spec.mlm_norm)
-        return {"logits": ops.linear(h, spec.lm_head)}
+    # Encoders also expose their last hidden state (the input of embedding pipelines).
     out = {"last_hidden_state": x}
     if spec.pooler is not None:
         out["pooler_output"] = ops.tanh(ops.linear(ops.first_token(x), spec.pooler))
+    if spec.kind == "masked_lm":
+        assert spec.lm_head is not None and spec.mlm_transform is not None and spec.mlm_norm is not None
+        h = ops.norm(ops.activation(ops.linear(x, spec.mlm_transform), plan.config.activation), spec.mlm_norm)
+        out["logits"] = ops.linear(h, spec.lm_head)
     return out

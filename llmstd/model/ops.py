@@ -122,3 +122,19 @@ class Ops(ABC):
     @abstractmethod
     def first_token(self, x: Value) -> Value:
         """[B, S, hidden] -> [B, hidden], the first position (BERT's pooler input)."""
+
+
+class EagerOps(Ops):
+    """Arithmetic shared by the eager runtimes, whose tensors overload Python's operators."""
+
+    def add(self, a: Value, b: Value) -> Value:
+        return a + b
+
+    def mul(self, a: Value, b: Value) -> Value:
+        return a * b
+
+    def scale(self, x: Value, factor: float) -> Value:
+        return x * factor
+
+    def divide(self, x: Value, divisor: float) -> Value:
+        return x / divisor

@@ -126,7 +126,9 @@ class ModelPlan:
 
     @property
     def outputs(self) -> list[str]:
-        """Output names: logits for LM heads; last_hidden_state (+ pooler_output) for base models."""
+        """What the model's reference class returns: logits for LM heads; last_hidden_state (+
+        pooler_output) for base models. (The forward pass also gives a masked LM's last hidden
+        state, which the ONNX graph exports for embedding pipelines.)"""
         if self.head.kind in ("causal_lm", "masked_lm"):
             return ["logits"]
         return ["last_hidden_state", "pooler_output"] if self.head.pooler else ["last_hidden_state"]
@@ -136,8 +138,7 @@ class ModelPlan:
         return {layer.attention.rope.key: layer.attention.rope for layer in self.layers if layer.attention.rope}
 
 
-#: Layer attention kinds of ``CanonicalConfig.layer_types``.
-FULL, SLIDING = "full_attention", "sliding_attention"
+FULL, SLIDING = vocab.FULL, vocab.SLIDING
 
 
 def check_supported(config: CanonicalConfig) -> None:
@@ -162,7 +163,7 @@ def check_supported(config: CanonicalConfig) -> None:
 
 
 def _linear(pair: tuple[str, str], layer: int | None, expected: dict[str, tuple[int, ...]]) -> Linear:
-    weight, bias = (vocab.BY_PATTERN[p].name(layer) for p in pair)
+    weight, bias = (p.replace("{i}", str(layer)) if layer is not None else p for p in pair)
     return weight, bias if bias in expected else None
 
 

@@ -10,11 +10,11 @@ from typing import Any
 
 import numpy as np
 
-from llmstd.model.ops import Ops
+from llmstd.model.ops import EagerOps
 from llmstd.model.plan import Linear, NormPlan, RopePlan
 
 
-class TFOps(Ops):
+class TFOps(EagerOps):
     """Primitives over float32 TF tensors; ``weights`` holds the canonical tensors (tied names included)."""
 
     def __init__(self, tf: Any, weights: Mapping[str, Any]) -> None:
@@ -36,20 +36,8 @@ class TFOps(Ops):
         positions = tf.where(mask == 0, tf.ones_like(mask), tf.cumsum(mask, axis=-1) - 1)
         return positions[:, -seq:]
 
-    def add(self, a: Any, b: Any) -> Any:
-        return a + b
-
-    def mul(self, a: Any, b: Any) -> Any:
-        return a * b
-
-    def scale(self, x: Any, factor: float) -> Any:
-        return x * factor
-
     def scale_rounded(self, x: Any, factor: float) -> Any:
         return x * np.float32(factor)  # float32 compute: the factor rounded to float32
-
-    def divide(self, x: Any, divisor: float) -> Any:
-        return x / divisor
 
     def tanh(self, x: Any) -> Any:
         return self.tf.tanh(x)

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from llmstd import rope
-from llmstd.model.ops import Ops
+from llmstd.model.ops import EagerOps
 from llmstd.model.plan import Linear, NormPlan, RopePlan
 
 
@@ -43,7 +43,7 @@ class TorchMath(rope.ArrayMath):
         return self.torch.logical_not(a)
 
 
-class TorchOps(Ops):
+class TorchOps(EagerOps):
     """Primitives over torch tensors on one device in one compute dtype; ``weights`` are already
     there (tied names included)."""
 
@@ -68,20 +68,8 @@ class TorchOps(Ops):
         positions = positions.masked_fill(attention_mask == 0, 1)
         return positions[:, -seq:]
 
-    def add(self, a: Any, b: Any) -> Any:
-        return a + b
-
-    def mul(self, a: Any, b: Any) -> Any:
-        return a * b
-
-    def scale(self, x: Any, factor: float) -> Any:
-        return x * factor
-
     def scale_rounded(self, x: Any, factor: float) -> Any:
         return x * self.torch.tensor(factor, dtype=x.dtype, device=x.device)
-
-    def divide(self, x: Any, divisor: float) -> Any:
-        return x / divisor
 
     def tanh(self, x: Any) -> Any:
         return self.torch.tanh(x)

@@ -1,0 +1,264 @@
+"""Today's dense architectures (qwen3, gemma, gemma2, gemma3_text, phi3, gpt_neox) on the one model
+definition, proven against transformers 5.
+
+Each model is tiny, saved by transformers' own ``save_pretrained``, with EVERY parameter random and
+sharpened (norm weights included, so a ``1 + w`` offset applied twice or not at all shows) and a
+config chosen to be awkward: GQA and MQA, tied and untied, head_dim != hidden/heads, sliding windows
+shorter than check's 128-token inputs, soft-caps low enough to bite, LongRoPE beyond its original
+context, partial rotary. For every format llmstd writes: HF -> format -> HF is bit-identical and
+loads without missing or unexpected keys, and ``llmstd check`` against the transformers original
+passes with each side in its own reference runtime (onnxruntime for ONNX, llmstd's TF runtime for
+the TF formats, llmstd-torch for canonical). A control per architecture shows that the awkward
+settings change transformers' own logits, so agreeing with it proves they are computed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import helpers
+import llmstd
+from llmstd.check import check
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+V = helpers.VOCAB
+SMALL = dict(vocab_size=V, hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
+             max_position_embeddings=128)
+LONG_FACTORS = dict(short_factor=[1.0, 1.3, 2.1, 3.0], long_factor=[1.5, 2.5, 4.0, 7.0])
+
+# name -> (config class, model class, config kwargs, a setting that must change the logits)
+ARCHS: dict[str, tuple[str, str, dict[str, Any], dict[str, Any]]] = {
+    "qwen3": ("Qwen3Config", "Qwen3ForCausalLM",
+              dict(SMALL, num_key_value_heads=2, head_dim=16, tie_word_embeddings=False, rope_theta=1000.0),
+              dict(rope_theta=10000.0)),
+    "qwen3-tied": ("Qwen3Config", "Qwen3ForCausalLM",
+                   dict(SMALL, num_key_value_heads=4, head_dim=12, tie_word_embeddings=True), dict(rms_norm_eps=0.5)),
+    "gemma-mqa": ("GemmaConfig", "GemmaForCausalLM",
+                  dict(SMALL, num_key_value_heads=1, head_dim=16), dict(hidden_act="silu")),
+    "gemma2": ("Gemma2Config", "Gemma2ForCausalLM",
+               dict(SMALL, num_key_value_heads=2, head_dim=16, sliding_window=8, query_pre_attn_scalar=24,
+                    attn_logit_softcapping=4.0, final_logit_softcapping=3.0, tie_word_embeddings=False),
+               dict(attn_logit_softcapping=None)),
+    "gemma3_text": ("Gemma3TextConfig", "Gemma3ForCausalLM",
+                    dict(SMALL, num_hidden_layers=4, num_key_value_heads=2, head_dim=16, sliding_window=8,
+                         sliding_window_pattern=2, rope_theta=5000.0, rope_local_base_freq=100.0,
+                         final_logit_softcapping=6.0),
+                    dict(rope_local_base_freq=5000.0)),
+    "phi3": ("Phi3Config", "Phi3ForCausalLM",
+             dict(SMALL, hidden_size=64, num_attention_heads=4, num_key_value_heads=2, partial_rotary_factor=0.5,
+                  original_max_position_embeddings=32,
+                  rope_scaling=dict(type="longrope", **LONG_FACTORS),  # the spelling 4.57's Phi3Config demands
+                  pad_token_id=0, bos_token_id=1, eos_token_id=2),
+             dict(rope_scaling=dict(type="longrope", short_factor=LONG_FACTORS["short_factor"],
+                                    long_factor=LONG_FACTORS["short_factor"]))),
+    "gpt_neox": ("GPTNeoXConfig", "GPTNeoXForCausalLM",
+                 dict(SMALL, hidden_size=64, rotary_pct=0.5, rotary_emb_base=500.0, use_parallel_residual=True),
+                 dict(rotary_pct=1.0)),
+    "gpt_neox-sequential": ("GPTNeoXConfig", "GPTNeoXForCausalLM",
+                            dict(SMALL, hidden_size=64, rotary_pct=0.25, use_parallel_residual=False,
+                                 attention_bias=False),
+                            dict(use_parallel_residual=True)),
+}
+# format -> the runtime check must run it in (its reference runtime, or llmstd's own for canonical)
+FORMATS = {"canonical": "llmstd-torch", "tf-h5": "llmstd-tf", "tf-ckpt": "llmstd-tf", "onnx": "onnxruntime"}
+
+
+def build(arch: str, **overrides: Any) -> Any:
+    import torch
+    import transformers
+
+    config_cls, model_cls, kwargs, _ = ARCHS[arch]
+    config = getattr(transformers, config_cls)(**{**kwargs, **overrides})
+    config._attn_implementation = "eager"
+    torch.manual_seed(0)
+    model = getattr(transformers, model_cls)(config)
+    helpers.sharpen_(helpers.randomize_(model, seed=5))
+    return model.eval()
+
+
+class Store:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.dirs: dict[tuple[str, str], Path] = {}
+
+    def hf(self, arch: str) -> Path:
+        if (arch, "hf") not in self.dirs:
+            self.dirs[arch, "hf"] = helpers.save(build(arch), self.root / f"{arch}-hf", "safetensors")
+        return self.dirs[arch, "hf"]
+
+    def converted(self, arch: str, fmt: str) -> Path:
+        if (arch, fmt) not in self.dirs:
+            llmstd.convert(self.hf(arch), self.root / f"{arch}-{fmt}", to=fmt)
+            self.dirs[arch, fmt] = self.root / f"{arch}-{fmt}"
+        return self.dirs[arch, fmt]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
+    return Store(tmp_path_factory.mktemp("dense"))
+
+
+@pytest.mark.parametrize("fmt", list(FORMATS))
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_format_round_trips_and_checks_against_transformers(store: Store, tmp_path: Path, arch: str, fmt: str) -> None:
+    src = store.hf(arch)
+    out = store.converted(arch, fmt)
+    back = tmp_path / "hf"
+    llmstd.convert(out, back, to="hf")
+    helpers.assert_tensors_bit_identical(helpers.read_safetensors_dir(src), back)
+    import transformers
+
+    _, info = transformers.AutoModelForCausalLM.from_pretrained(str(back), output_loading_info=True)
+    helpers.assert_clean_loading_info(info)
+
+    report = check(src, out)
+    assert report.passed, report.summary()
+    assert report.a.runtime == "transformers" and report.a.in_reference
+    assert report.b.runtime == FORMATS[fmt], report.b.notes
+    assert report.inputs["seq_len"] == 128
+
+
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_the_awkward_setting_changes_transformers_logits(store: Store, arch: str) -> None:
+    """Control: with the one setting changed transformers' logits move far beyond check's limits, so
+    agreeing with transformers (above) proves llmstd computes that setting."""
+    import torch
+
+    ids, mask = helpers.padded_batch(seq=100, vocab=V)
+    with torch.no_grad():
+        base = build(arch)(input_ids=ids, attention_mask=mask).logits
+        changed = build(arch, **ARCHS[arch][3])(input_ids=ids, attention_mask=mask).logits
+    keep = mask.bool()
+    nmse = float(((base - changed)[keep] ** 2).mean() / (base[keep] ** 2).mean())
+    assert nmse > 1e-6, f"{arch}: {ARCHS[arch][3]} changes logits by NMSE {nmse:.1e} only"
+
+
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_canonical_config_records_the_architecture(store: Store, arch: str) -> None:
+    config = llmstd.load(store.converted(arch, "canonical")).config
+    kwargs = ARCHS[arch][2]
+    assert config.architecture == arch.split("-")[0]
+    if "head_dim" in kwargs:
+        assert config.head_dim == kwargs["head_dim"] != config.hidden_size // config.num_heads
+    if arch.startswith("gemma"):
+        assert config.norm_weight_offset == 1.0
+        assert config.embedding_scale == pytest.approx(config.hidden_size ** 0.5)
+    if arch == "gemma2":
+        assert config.norm_position == "sandwich"
+        assert (config.attn_logit_softcap, config.final_logit_softcap, config.attention_scale_dim) == (4.0, 3.0, 24)
+        assert config.layer_types == ["sliding_attention", "full_attention", "sliding_attention"]
+    if arch == "gemma3_text":
+        assert config.qk_norm and config.rope_theta == 5000.0 and config.rope_theta_sliding == 100.0
+        assert config.layer_types == ["sliding_attention", "full_attention"] * 2
+    if arch == "phi3":
+        assert config.rotary_dim == config.head_dim // 2
+        assert config.rope_scaling is not None and config.rope_scaling["rope_type"] == "longrope"
+    if arch.startswith("gpt_neox"):
+        assert config.parallel_residual == kwargs["use_parallel_residual"]
+        assert config.rotary_dim == int(config.head_dim * kwargs["rotary_pct"])
+    if arch == "gpt_neox":
+        assert config.rope_theta == 500.0
+
+
+def test_gemma_norm_weights_are_stored_as_in_the_file(store: Store) -> None:
+    """The (1 + w) offset is a config field, never a change of the stored values."""
+    src = helpers.read_safetensors_dir(store.hf("gemma2"))
+    canonical = llmstd.load(store.converted("gemma2", "canonical"))
+    stored = np.asarray(canonical["layers.0.attn_post_norm.weight"].load())
+    assert np.array_equal(stored, src["model.layers.0.post_attention_layernorm.weight"].numpy())
+
+
+def test_phi3_fused_projections_split_into_canonical_blocks(store: Store) -> None:
+    src = helpers.read_safetensors_dir(store.hf("phi3"))
+    ckpt = llmstd.load(store.converted("phi3", "canonical"))
+    qkv = src["model.layers.1.self_attn.qkv_proj.weight"].numpy()
+    q, k, v = (np.asarray(ckpt[f"layers.1.attn.{x}.weight"].load()) for x in "qkv")
+    assert q.shape == (64, 64) and k.shape == v.shape == (32, 64)
+    assert np.array_equal(np.concatenate([q, k, v]), qkv)
+    gate_up = src["model.layers.1.mlp.gate_up_proj.weight"].numpy()
+    gate, up = (np.asarray(ckpt[f"layers.1.mlp.{x}.weight"].load()) for x in ("gate", "up"))
+    assert np.array_equal(gate, gate_up[:64]) and np.array_equal(up, gate_up[64:])
+
+
+def test_gpt_neox_fused_qkv_is_deinterleaved_per_head(store: Store) -> None:
+    src = helpers.read_safetensors_dir(store.hf("gpt_neox"))
+    ckpt = llmstd.load(store.converted("gpt_neox", "canonical"))
+    fused = src["gpt_neox.layers.0.attention.query_key_value.weight"].numpy().reshape(4, 3, 16, 64)
+    for part, name in enumerate("qkv"):
+        got = np.asarray(ckpt[f"layers.0.attn.{name}.weight"].load())
+        assert np.array_equal(got, fused[:, part].reshape(64, 64)), name
+
+
+# -- transformers 4.57 ------------------------------------------------------------------------
+# The same architectures saved by transformers 4.57 (its config spellings: rope_theta, rope_scaling,
+# rotary_emb_base/rotary_pct, torch_dtype, ...) convert the same way and check against 4.57 itself.
+
+
+@pytest.mark.legacy
+@pytest.mark.parametrize("fmt", ["canonical", "onnx"])
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_saved_by_transformers_4_converts_and_checks(store: Store, tmp_path: Path, arch: str, fmt: str) -> None:
+    src = store.hf(arch)
+    assert "rope_parameters" not in (src / "config.json").read_text()  # a 4.x spelling
+    out = store.converted(arch, fmt)
+    llmstd.convert(out, tmp_path / "hf", to="hf")
+    helpers.assert_tensors_bit_identical(helpers.read_safetensors_dir(src), tmp_path / "hf")
+    import transformers
+
+    _, info = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "hf"), output_loading_info=True)
+    helpers.assert_clean_loading_info(info)
+    report = check(src, out)
+    assert report.passed, report.summary()
+    assert report.a.runtime == "transformers" and report.a.in_reference
+    assert report.b.runtime == FORMATS[fmt]
+
+
+LEGACY_SCRIPT = """
+import json, sys
+import numpy as np, torch
+from transformers import AutoModelForCausalLM
+jobs, inputs = json.loads(sys.argv[1]), np.load(sys.argv[2])
+ids, mask = torch.from_numpy(inputs["input_ids"]), torch.from_numpy(inputs["attention_mask"])
+for job in jobs:
+    model, info = AutoModelForCausalLM.from_pretrained(job["dir"], dtype=torch.float32, attn_implementation="eager",
+                                                       output_loading_info=True)
+    assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")), (job, info)
+    with torch.no_grad():
+        np.save(job["out"], model.eval()(input_ids=ids, attention_mask=mask).logits.numpy())
+"""
+
+
+def test_written_config_is_the_same_model_in_transformers_4(store: Store, legacy_python: str, tmp_path: Path) -> None:
+    """llmstd's HF output of each transformers 5 save loads in transformers 4.57 (a subprocess of the
+    legacy environment) as the same model: its logits equal transformers 5's within check's float32
+    limits (the two generations' kernels may round differently)."""
+    import os
+    import subprocess
+
+    import torch
+
+    ids, mask = helpers.padded_batch(seq=100, vocab=V)
+    np.savez(tmp_path / "inputs.npz", input_ids=ids.numpy(), attention_mask=mask.numpy())
+    jobs = []
+    for arch in ARCHS:
+        out = tmp_path / arch
+        llmstd.convert(store.converted(arch, "canonical"), out, to="hf")
+        jobs.append({"arch": arch, "dir": str(out), "out": str(tmp_path / f"{arch}.npy")})
+    env = {**os.environ, "USE_TORCH": "1", "USE_TF": "0", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
+    done = subprocess.run([legacy_python, "-c", LEGACY_SCRIPT, json.dumps(jobs), str(tmp_path / "inputs.npz")],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    real = mask.numpy().astype(bool)
+    for job in jobs:
+        with torch.no_grad():
+            want = build(job["arch"])(input_ids=ids, attention_mask=mask).logits.numpy()[real]
+        got = np.load(job["out"])[real]
+        nmse = float(((got - want) ** 2).mean() / (want ** 2).mean())
+        assert nmse <= 1e-10, f"{job['arch']}: transformers 4.57 computes another model (NMSE {nmse:.2e})"
