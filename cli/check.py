@@ -88,6 +88,15 @@ def render(report: object, console: Console) -> None:
         console.print(layers)
     else:
         console.print(f"hidden states: {escape(report.localisation)}")
+    if report.decode is not None:
+        steps = Table(title="cached decoding (next-token logits; both sides fed side A's greedy token)")
+        for column in ("step", "max abs", "NMSE", "greedy A", "greedy B", ""):
+            steps.add_column(column, justify="right")
+        for step in report.decode.steps:
+            mark = "[green]ok[/]" if step.logits.passed else "[red]diverges[/]"
+            steps.add_row(str(step.step), _num(step.logits.max_abs), _num(step.logits.nmse),
+                          " ".join(map(str, step.tokens_a)), " ".join(map(str, step.tokens_b)), mark)
+        console.print(steps)
     colour = "green" if report.passed else "red"
     console.print(f"[bold {colour}]{escape(report.summary())}[/]")
 
@@ -120,6 +129,9 @@ def check(
     no_layers: Annotated[bool, typer.Option("--no-layers", help="Skip the per-layer comparison.")] = False,
     require_reference: Annotated[bool, typer.Option(
         "--require-reference", help="Fail unless each side runs in its format's reference runtime.")] = False,
+    decode_steps: Annotated[int, typer.Option(
+        "--decode-steps", help="Also generate N tokens with each side's key/value cache and compare every step.")
+    ] = 0,
     json_path: Annotated[Optional[Path], typer.Option(
         "--json", help="Also write the report as JSON to this file ('-': stdout, tables go to stderr).")] = None,
 ) -> None:
@@ -136,7 +148,7 @@ def check(
     report = run_check(a, b, arch=arch, input_ids=input_ids, text=text, batch=batch, seq_len=seq_len, device=device,
                        device_a=device_a, device_b=device_b, runtime_a=runtime_a, runtime_b=runtime_b,
                        tolerance=overrides or None, hidden_states=not no_layers,
-                       require_reference=require_reference)
+                       require_reference=require_reference, decode_steps=decode_steps)
     to_stdout = json_path is not None and str(json_path) == "-"
     render(report, Console(highlight=False, stderr=to_stdout))
     if json_path is not None:

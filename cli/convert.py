@@ -41,6 +41,9 @@ def convert(
         "--shard-size", help="Largest shard, e.g. 2GB or 500MB (default: one file; 5GB for hf).")] = None,
     weights: Annotated[str, typer.Option(
         "--weights", help="Container for --to hf: safetensors | bin.")] = "safetensors",
+    onnx_package: Annotated[str, typer.Option(
+        "--onnx-package", help="For --to onnx: plain | genai (adds genai_config.json for onnxruntime-genai).")
+    ] = "plain",
     force: Annotated[bool, typer.Option("--force", help="Allow casts that overflow to inf or flush to zero.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing destination atomically.")] = False,
     json_out: Json = False,
@@ -49,7 +52,7 @@ def convert(
     console = Console(stderr=True)
     if json_out or not console.is_terminal:
         report = llmstd.convert(src, dst, to=to, arch=arch, dtype=dtype, shard_size=shard_size, weights=weights,
-                                force=force, overwrite=overwrite)
+                                onnx_package=onnx_package, force=force, overwrite=overwrite)
     else:
         with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
                       console=console, transient=True) as bar:
@@ -59,7 +62,8 @@ def convert(
                 bar.update(task, advance=nbytes, total=total, description=name[-40:])
 
             report = llmstd.convert(src, dst, to=to, arch=arch, dtype=dtype, shard_size=shard_size,
-                                    weights=weights, force=force, overwrite=overwrite, progress=progress)
+                                    weights=weights, onnx_package=onnx_package, force=force, overwrite=overwrite,
+                                    progress=progress)
     if json_out:
         print_json(report.to_dict())
         return

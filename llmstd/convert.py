@@ -91,6 +91,7 @@ def convert(
     dtype: str = "keep",
     shard_size: str | int | None = None,
     weights: str = "safetensors",
+    onnx_package: str = "plain",
     force: bool = False,
     overwrite: bool = False,
     progress: Progress | None = None,
@@ -104,11 +105,13 @@ def convert(
     target = formats.get(to)
     if weights not in ("safetensors", "bin"):
         raise LlmstdError(f"unknown weights format {weights!r}", hint="choose safetensors or bin")
+    if onnx_package != "plain" and to != "onnx":
+        raise LlmstdError(f"--onnx-package {onnx_package} applies to --to onnx, not --to {to}")
     ckpt = cast_checkpoint(load(src, arch=arch), dtype, force=force)
     check_not_overlapping([src, *ckpt.files], dst)
     total = ckpt.nbytes
     options = formats.WriteOptions(
-        shard_size=parse_size(shard_size), weights=weights,
+        shard_size=parse_size(shard_size), weights=weights, onnx_package=onnx_package,
         progress=(lambda name, nbytes: progress(name, nbytes, total)) if progress else None,
     )
     try:

@@ -224,6 +224,56 @@ def logits(model: Any, input_ids: Any, attention_mask: Any) -> Any:
 
 
 # ------------------------------------------------------------------------------------------------
+# greedy generation: onnxruntime driving a graph's key/value cache, and transformers' generate
+
+NEW_TOKENS = 32
+
+
+def greedy_ort(session: Any, inputs: dict[str, np.ndarray], new_tokens: int = NEW_TOKENS
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy generation driving the key/value cache by hand, as generation runtimes do: the prompt
+    with an empty cache, then one token per call with the previous call's ``present`` as its past;
+    positions as transformers' ``generate`` computes them. Returns (ids, each step's next-token
+    logits [steps, batch, vocab])."""
+    from llmstd.onnx_graph.cache import empty_past, next_past
+
+    names = [o.name for o in session.get_outputs()]
+    ids, mask = inputs["input_ids"], inputs["attention_mask"]
+    feeds = {"input_ids": ids, "attention_mask": mask, "position_ids": np.where(mask == 0, 1, mask.cumsum(-1) - 1),
+             **empty_past(session.get_inputs(), ids.shape[0])}
+    steps = []
+    for _ in range(new_tokens):
+        outputs = dict(zip(names, session.run(None, feeds)))
+        steps.append(outputs["logits"][:, -1, :])
+        nxt = steps[-1].argmax(-1)[:, None]
+        ids = np.concatenate([ids, nxt], axis=1)
+        mask = np.concatenate([mask, np.ones_like(nxt)], axis=1)
+        feeds = {"input_ids": nxt, "attention_mask": mask, "position_ids": mask.sum(-1, keepdims=True) - 1,
+                 **next_past(outputs)}
+        assert feeds["past_key_values.0.key"].shape[2] == ids.shape[1] - 1  # the cache grows by one per step
+    return ids, np.stack(steps)
+
+
+def greedy_torch(model: Any, inputs: dict[str, np.ndarray], new_tokens: int = NEW_TOKENS
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """transformers' own ``generate`` (greedy, with its cache): (ids, each step's logits)."""
+    import torch
+
+    model.generation_config.eos_token_id = None  # generate exactly new_tokens, as the loop above
+    with torch.no_grad():
+        out = model.generate(input_ids=torch.from_numpy(inputs["input_ids"]),
+                             attention_mask=torch.from_numpy(inputs["attention_mask"]),
+                             do_sample=False, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                             pad_token_id=0, output_logits=True, return_dict_in_generate=True)
+    return out.sequences.numpy(), torch.stack(out.logits).numpy()
+
+
+def step_nmse(a: np.ndarray, b: np.ndarray) -> float:
+    """Largest normalised mean squared error of one step's logits (check's float32 measure)."""
+    return max(float(((x - y) ** 2).mean() / (y ** 2).mean()) for x, y in zip(a, b, strict=True))
+
+
+# ------------------------------------------------------------------------------------------------
 # reading and comparing tensors
 
 
@@ -316,3 +366,32 @@ def assert_cli_error(result: subprocess.CompletedProcess[str], *needles: str) ->
     for needle in needles:
         assert needle in lines[0], f"{needle!r} not in {lines[0]!r}"
     return lines[0]
+
+
+def greedy_genai(package: str | Path, prompt: np.ndarray, new_tokens: int = NEW_TOKENS) -> np.ndarray:
+    """onnxruntime-genai's greedy generation of up to ``new_tokens`` tokens after one prompt (1-D
+    ids), stopping at the package's eos token as :func:`greedy_with_eos` does."""
+    import onnxruntime_genai as og
+
+    model = og.Model(str(package))
+    params = og.GeneratorParams(model)
+    params.set_search_options(max_length=len(prompt) + new_tokens, do_sample=False)
+    generator = og.Generator(model, params)
+    generator.append_tokens(np.asarray(prompt, dtype=np.int32))
+    while not generator.is_done():
+        generator.generate_next_token()
+    return np.asarray(generator.get_sequence(0), dtype=np.int64)
+
+
+def greedy_with_eos(model: Any, prompt: np.ndarray, new_tokens: int = NEW_TOKENS) -> np.ndarray:
+    """transformers' greedy ``generate`` of up to ``new_tokens`` tokens after one prompt, stopping at
+    the model's eos token (genai cannot be told to ignore it; a minimum length would suppress it),
+    returned as genai returns a sequence: without the eos it stopped at."""
+    import torch
+
+    eos = model.config.eos_token_id
+    with torch.no_grad():
+        out = model.generate(input_ids=torch.from_numpy(np.asarray(prompt, dtype=np.int64))[None], do_sample=False,
+                             max_new_tokens=new_tokens, pad_token_id=0, eos_token_id=eos)
+    ids = out[0].numpy()
+    return ids[:-1] if ids[-1] == eos else ids

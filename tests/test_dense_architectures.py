@@ -30,7 +30,7 @@ pytest.importorskip("transformers")
 
 V = helpers.VOCAB
 SMALL = dict(vocab_size=V, hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
-             max_position_embeddings=128)
+             max_position_embeddings=128, bos_token_id=1, eos_token_id=2)
 LONG_FACTORS = dict(short_factor=[1.0, 1.3, 2.1, 3.0], long_factor=[1.5, 2.5, 4.0, 7.0])
 
 # name -> (config class, model class, config kwargs, a setting that must change the logits)
@@ -262,3 +262,81 @@ def test_written_config_is_the_same_model_in_transformers_4(store: Store, legacy
         got = np.load(job["out"])[real]
         nmse = float(((got - want) ** 2).mean() / (want ** 2).mean())
         assert nmse <= 1e-10, f"{job['arch']}: transformers 4.57 computes another model (NMSE {nmse:.2e})"
+
+
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_cached_onnx_generation_is_token_identical_to_generate(store: Store, arch: str) -> None:
+    """Greedy generation of 32 new tokens from a left-padded batch of two prompts: onnxruntime driving
+    the graph's key/value cache by hand gives transformers 5 ``generate``'s tokens, every step's
+    logits within check's float32 limit (windows of 8 are outgrown, LongRoPE switches to its long
+    factors past 32 positions)."""
+    import onnxruntime as ort
+
+    prompt = {k: v[:2].numpy() for k, v in zip(("input_ids", "attention_mask"), helpers.padded_batch(seq=40, vocab=V))}
+    prompt["attention_mask"] = prompt["attention_mask"][:, ::-1].copy()  # pad on the left
+    prompt["input_ids"] = np.where(prompt["attention_mask"] == 0, 0, prompt["input_ids"])
+    session = ort.InferenceSession(str(store.converted(arch, "onnx") / "model.onnx"),
+                                   providers=["CPUExecutionProvider"])
+    ours, our_logits = helpers.greedy_ort(session, prompt)
+    theirs, their_logits = helpers.greedy_torch(build(arch), prompt)
+    np.testing.assert_array_equal(ours, theirs)
+    assert helpers.step_nmse(our_logits, their_logits) <= 1e-10
+
+
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_onnxruntime_genai_package_generates_as_transformers(store: Store, tmp_path: Path, arch: str) -> None:
+    """``--onnx-package genai``: onnxruntime_genai.Model(dir) generates up to 32 greedy tokens (until
+    eos) identical to transformers 5 ``generate`` from one prompt; the package still converts back
+    bit-identically."""
+    pytest.importorskip("onnxruntime_genai")
+
+    package = tmp_path / "genai"
+    llmstd.convert(store.hf(arch), package, to="onnx", onnx_package="genai")
+    genai_config = json.loads((package / "genai_config.json").read_text())
+    assert genai_config["model"]["decoder"]["num_key_value_heads"] == ARCHS[arch][2].get("num_key_value_heads", 4)
+    prompt = helpers.padded_batch(seq=40, vocab=V)[0][0].numpy()
+    np.testing.assert_array_equal(helpers.greedy_genai(package, prompt), helpers.greedy_with_eos(build(arch), prompt))
+    llmstd.convert(package, tmp_path / "hf", to="hf")
+    helpers.assert_tensors_bit_identical(helpers.read_safetensors_dir(store.hf(arch)), tmp_path / "hf")
+    assert not (tmp_path / "hf" / "genai_config.json").exists()
+
+
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_check_decode_steps_compares_cached_generation(store: Store, arch: str) -> None:
+    """``check --decode-steps``: the prompt and 8 cached steps, transformers (its cache) against
+    onnxruntime (the graph's cache), every step within tolerance and greedy tokens identical."""
+    report = check(store.hf(arch), store.converted(arch, "onnx"), decode_steps=8, hidden_states=False)
+    assert report.passed, report.summary()
+    assert report.decode is not None and len(report.decode.steps) == 9
+    assert report.decode.greedy_agreement == 1.0
+    assert "cached decode steps" in report.summary()
+    json.loads(report.to_json())
+
+
+@pytest.mark.parametrize("fmt", ["canonical", "tf-ckpt"])
+def test_check_decode_steps_in_llmstd_runtimes(store: Store, fmt: str) -> None:
+    report = check(store.hf("gemma3_text"), store.converted("gemma3_text", fmt), decode_steps=6, hidden_states=False)
+    assert report.passed, report.summary()
+    assert report.b.runtime == FORMATS[fmt] and report.decode.greedy_agreement == 1.0
+
+
+def test_check_decode_steps_fails_on_a_wrong_sliding_base(store: Store, tmp_path: Path) -> None:
+    """Control: a canonical copy whose sliding layers' rotary base is wrong fails, already at the
+    prompt and at every cached step after it."""
+    from llmstd.formats import canonical
+
+    from llmstd.converters import safetensors_io
+
+    bad = tmp_path / "bad"
+    import shutil
+
+    shutil.copytree(store.converted("gemma3_text", "canonical"), bad)
+    path = bad / canonical.SINGLE
+    meta = dict(safetensors_io.open_file(path).metadata)
+    config = json.loads(meta[canonical.KEY_CONFIG])
+    config["rope_theta_sliding"] = 5000.0
+    meta[canonical.KEY_CONFIG] = json.dumps(config)
+    safetensors_io.rewrite_metadata(path, meta)
+    report = check(store.hf("gemma3_text"), bad, decode_steps=4, hidden_states=False)
+    assert not report.passed
+    assert report.decode is not None and not any(s.logits.passed for s in report.decode.steps)

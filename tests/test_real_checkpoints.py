@@ -296,3 +296,29 @@ def test_transformers_4_reads_the_decoder_llmstd_writes(real) -> None:
     got = run_torch(converted, "decoder")
     want = run_torch(real.source("decoder"), "decoder", rope_theta=ROPE_THETA)
     assert torch.equal(got, want)
+
+
+def test_trained_decoder_generates_through_onnxruntime_genai_as_through_transformers(
+        real_decoder: Path, tmp_path: Path) -> None:
+    """SmolLM2 as an onnxruntime-genai package (float32 graph with its key/value cache, its own
+    tokenizer files carried along): genai's tokenizer encodes the chat prompt as transformers' does,
+    and the greedy continuation is token-identical to transformers 5 ``generate``."""
+    pytest.importorskip("onnxruntime_genai")
+    import onnxruntime_genai as og
+    import torch
+    import transformers
+
+    from helpers import greedy_genai, greedy_with_eos
+
+    package = tmp_path / "genai"
+    llmstd.convert(real_decoder, package, to="onnx", onnx_package="genai")
+    assert (package / "tokenizer.json").is_file() and (package / "genai_config.json").is_file()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(real_decoder)
+    text = "The three primary colours are"
+    want_ids = np.asarray(tokenizer(text)["input_ids"])
+    assert np.array_equal(np.asarray(og.Tokenizer(og.Model(str(package))).encode(text)), want_ids)
+    model = transformers.AutoModelForCausalLM.from_pretrained(real_decoder, dtype=torch.float32).eval()
+    want = greedy_with_eos(model, want_ids)
+    got = greedy_genai(package, want_ids)
+    assert len(want) > len(want_ids) + 8, "the continuation should be more than a few tokens"
+    np.testing.assert_array_equal(got, want)

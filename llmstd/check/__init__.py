@@ -84,6 +84,7 @@ from llmstd.check.metrics import (
     sanitise,
     stages,
 )
+from llmstd.check.decode import DecodeReport, decode
 from llmstd.check.evidence import evidence
 from llmstd.check.runtimes import (
     DEVICES,
@@ -148,6 +149,7 @@ class CheckReport:
     config_differences: dict[str, list[Any]]
     passed: bool
     failures: list[str]
+    decode: DecodeReport | None = None  # --decode-steps: generation with the cache, step by step
 
     @property
     def reference(self) -> str:
@@ -172,6 +174,7 @@ class CheckReport:
             "outputs": [o.to_dict() for o in self.outputs], "layers": [layer.to_dict() for layer in self.layers],
             "localisation": self.localisation, "first_divergence": self.first_divergence,
             "config_differences": self.config_differences,
+            "decode": self.decode.to_dict() if self.decode is not None else None,
         }
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -182,8 +185,13 @@ class CheckReport:
         diverging stage and what the evidence blames."""
         if self.passed:
             worst = max((o.nmse for o in self.outputs), default=0.0)
-            return (f"PASS {self.reference}: {self.a.path} and {self.b.path} agree "
-                    f"(NMSE {worst:.3g}, judged as {self.dtype})")
+            decoded, tokens = "", ""
+            if self.decode is not None:
+                worst = max([worst, *(s.logits.nmse for s in self.decode.steps)])
+                decoded = f" over the prompt and {len(self.decode.steps) - 1} cached decode steps"
+                tokens = f"greedy tokens agreeing {self.decode.greedy_agreement:.0%}, "
+            return (f"PASS {self.reference}: {self.a.path} and {self.b.path} agree{decoded} "
+                    f"({tokens}NMSE {worst:.3g}, judged as {self.dtype})")
         text = f"FAIL {self.reference}: {'; '.join(self.failures)}"
         first = self.first_divergence
         if first:
@@ -233,13 +241,18 @@ def check(
     tolerance: Tolerance | Mapping[str, float | None] | None = None,
     hidden_states: bool = True,
     require_reference: bool = False,
+    decode_steps: int = 0,
 ) -> CheckReport:
     """Run checkpoints ``a`` (the reference) and ``b`` on the same inputs and compare them.
 
     Returns a :class:`CheckReport`; ``report.passed`` is False when any output is out of
     tolerance. Raises :class:`~llmstd.errors.LlmstdError` subclasses when a side cannot be loaded
     or run (e.g. :class:`~llmstd.errors.MissingDependencyError` for an explicitly requested runtime).
+    ``decode_steps`` > 0 also generates that many tokens with each side's key/value cache and
+    compares every step (:mod:`llmstd.check.decode`).
     """
+    if decode_steps < 0:
+        raise LlmstdError(f"--decode-steps must be 0 or more, got {decode_steps}")
     if input_ids is not None and text is not None:
         raise LlmstdError("give token ids or text, not both")
     side_a = open_side("a", a, arch, runtime_a, device_a or device)
@@ -293,6 +306,10 @@ def check(
                 localisation = f"not compared: {len(states_a)} hidden states on side A, {len(states_b)} on side B"
             else:
                 layers = compare_hidden(states_a, states_b, mask, tol, *configs)
+    decoded = None
+    if decode_steps > 0:
+        decoded = decode(side_a, side_b, inputs, decode_steps, tol)
+        failures += [f"decode step {s.step}: {f}" for s in decoded.steps for f in s.logits.failures]
     first = _localise(layers, bool(failures) and rerun_agrees is not True, head)
     differences = _config_differences(*configs)
     if first is None and failures and rerun_agrees:
@@ -305,7 +322,7 @@ def check(
         a=_side_report(side_a, run_a, load_a), b=_side_report(side_b, run_b, load_b), inputs=inputs.to_dict(),
         dtype=dtype, tolerance=tol, outputs=outputs, layers=layers, localisation=localisation,
         first_divergence=first, config_differences=differences, passed=not failures,
-        failures=failures,
+        failures=failures, decode=decoded,
     )
 
 

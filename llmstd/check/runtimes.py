@@ -380,6 +380,8 @@ def onnx_file(path: Path) -> Path:
 
 
 def _run_onnx(side: Side, inputs: Inputs, hidden: bool) -> tuple[RunOutput, float]:
+    from llmstd.onnx_graph.cache import empty_past
+
     ort = importlib.import_module("onnxruntime")
     notes: list[str] = [f"onnxruntime {ort.__version__}"]
     providers = ["CPUExecutionProvider"]
@@ -396,6 +398,8 @@ def _run_onnx(side: Side, inputs: Inputs, hidden: bool) -> tuple[RunOutput, floa
     loaded = time.perf_counter() - started
     available = {"input_ids": inputs.input_ids, "attention_mask": inputs.attention_mask,
                  "position_ids": np.broadcast_to(np.arange(inputs.input_ids.shape[1]), inputs.input_ids.shape)}
+    # A decoder graph with a key/value cache runs the whole input as a prompt: empty caches.
+    available.update(empty_past(session.get_inputs(), inputs.input_ids.shape[0]))
     if inputs.token_type_ids is not None:
         available["token_type_ids"] = inputs.token_type_ids
     elif side.ckpt.config.type_vocab_size > 0:
@@ -405,7 +409,7 @@ def _run_onnx(side: Side, inputs: Inputs, hidden: bool) -> tuple[RunOutput, floa
         if graph_input.name not in available:
             raise LlmstdError(f"the ONNX graph needs input '{graph_input.name}', which the checker cannot provide",
                               file=graph, hint="export the graph without KV-cache inputs")
-        np_type = np.int32 if graph_input.type == "tensor(int32)" else np.int64
+        np_type = {"tensor(int32)": np.int32, "tensor(float)": np.float32}.get(graph_input.type, np.int64)
         feeds[graph_input.name] = np.ascontiguousarray(available[graph_input.name], dtype=np_type)
     started = time.perf_counter()
     names = [o.name for o in session.get_outputs()]

@@ -24,6 +24,7 @@ Progress = Callable[[str, int], None]
 class WriteOptions:
     shard_size: int | None = None  # bytes per shard; None = the format's default
     weights: str = "safetensors"  # for hf: safetensors | bin
+    onnx_package: str = "plain"  # for onnx: plain | genai (adds genai_config.json)
     progress: Progress | None = None
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from llmstd import maps, vocab
 from llmstd.checkpoint import Checkpoint
 from llmstd.converters import onnx_io
-from llmstd.errors import DetectionError, MapError, MappingError
+from llmstd.errors import DetectionError, LlmstdError, MapError, MappingError
 from llmstd.findings import Findings
 from llmstd.formats import Format, WriteOptions, common, register
 from llmstd.formats.canonical import (
@@ -43,6 +43,8 @@ from llmstd.tensors import LazyTensor
 
 MODEL = "model.onnx"
 CONFIG = "config.json"
+GENAI_CONFIG = "genai_config.json"  # written for --onnx-package genai; part of the package, not a side file
+PACKAGES = ("plain", "genai")
 FORMAT_VALUE = "onnx"
 
 
@@ -106,7 +108,8 @@ def _read_own(path: Path, f: onnx_io.OnnxFile, arch: str | None) -> Checkpoint:
     return Checkpoint(path=path, format="onnx", container=f.container, dialect="canonical", config=config,
                       tensors=tensors, files=[f.path, *f.data_files], source_names=dict(f.tensors), report=report,
                       # config.json beside the graph is the format's own (written anew from the canonical config)
-                      sidecars=common.side_files(path, [f.path, *f.data_files, f.path.parent / CONFIG]),
+                      sidecars=common.side_files(path, [f.path, *f.data_files, f.path.parent / CONFIG,
+                                                          f.path.parent / GENAI_CONFIG]),
                       provenance=json_field(meta, KEY_PROVENANCE, source) if KEY_PROVENANCE in meta else {})
 
 
@@ -124,12 +127,20 @@ def _framework_config(ckpt: Checkpoint) -> dict[str, object] | None:
         return None
 
 
-def write_onnx(ckpt: Checkpoint, staging: Path, *, external_data_threshold: int | None = None,
-               progress: common.Progress | None = None) -> list[Path]:
-    """Write ``ckpt`` as a runnable ``model.onnx`` (+ ``model.onnx.data``) and ``config.json`` into
-    ``staging``. Weights go to external data when they exceed ``external_data_threshold`` bytes."""
-    from llmstd.onnx_graph import build_graph
 
+def write_onnx(ckpt: Checkpoint, staging: Path, *, external_data_threshold: int | None = None,
+               progress: common.Progress | None = None, package: str = "plain") -> list[Path]:
+    """Write ``ckpt`` as a runnable ``model.onnx`` (+ ``model.onnx.data``) and ``config.json`` into
+    ``staging``. Weights go to external data when they exceed ``external_data_threshold`` bytes.
+    ``package="genai"`` adds ``genai_config.json`` for onnxruntime-genai."""
+    from llmstd.onnx_graph import build_graph, genai
+
+    if package not in PACKAGES:
+        raise LlmstdError(f"unknown ONNX package {package!r}", hint=f"choose {' or '.join(PACKAGES)}")
+    genai_body = None
+    if package == "genai":  # refused before anything is written
+        generation = genai.read_generation_config(ckpt.sidecars.files.get("generation_config.json"))
+        genai_body = genai.genai_config(ckpt.config, MODEL, generation)
     built = build_graph(ckpt.config, {n: t.dtype for n, t in ckpt.tensors.items()})
     threshold = onnx_io.DEFAULT_EXTERNAL_THRESHOLD if external_data_threshold is None else external_data_threshold
     external = ckpt.nbytes > threshold
@@ -141,11 +152,15 @@ def write_onnx(ckpt: Checkpoint, staging: Path, *, external_data_threshold: int 
     if body is not None:
         (staging / CONFIG).write_text(dumps(body), encoding="utf-8")
         files.append(staging / CONFIG)
+    if genai_body is not None:
+        (staging / GENAI_CONFIG).write_text(dumps(genai_body), encoding="utf-8")
+        files.append(staging / GENAI_CONFIG)
     return [*files, *common.copy_side_files(ckpt.sidecars, staging, files)]
 
 
 def write(ckpt: Checkpoint, staging: Path, options: WriteOptions) -> list[Path]:
-    return write_onnx(ckpt, staging, external_data_threshold=options.shard_size, progress=options.progress)
+    return write_onnx(ckpt, staging, external_data_threshold=options.shard_size, progress=options.progress,
+                      package=options.onnx_package)
 
 
 register(Format("onnx", "ONNX model (runnable graph; model.onnx + config.json, external data when large)",

@@ -97,6 +97,17 @@ class TFModel:
         )
 
 
+    def decode(self, input_ids: Any, attention_mask: Any, position_ids: Any,
+               past: list[tuple[Any, Any]] | None) -> tuple[np.ndarray, list[tuple[Any, Any]]]:
+        """One step of cached generation: the last position's logits [batch, vocab] and the
+        key/value cache to pass to the next step (``past`` None: the prompt, with no cache)."""
+        tf = self.tf
+        as_long = lambda a: tf.convert_to_tensor(np.asarray(a, dtype=np.int64))  # noqa: E731
+        result = forward(self.ops, self.plan, as_long(input_ids), as_long(attention_mask),
+                         position_ids=as_long(position_ids), past=past)
+        return result.outputs["logits"][:, -1].numpy(), result.present
+
+
 def run(tensors: Mapping[str, LazyTensor | np.ndarray], config: CanonicalConfig, input_ids: Any,
         attention_mask: Any = None, token_type_ids: Any = None) -> TFOutput:
     """Build a :class:`TFModel` and run it once."""

@@ -170,6 +170,18 @@ class TorchModel:
                          seconds=time.perf_counter() - started)
 
 
+    def decode(self, input_ids: np.ndarray, attention_mask: np.ndarray, position_ids: np.ndarray,
+               past: list[tuple[Any, Any]] | None) -> tuple[np.ndarray, list[tuple[Any, Any]]]:
+        """One step of cached generation: the last position's logits [batch, vocab] (float32) and
+        the key/value cache to pass to the next step (``past`` None: the prompt, with no cache)."""
+        torch = _torch()
+        as_long = lambda a: torch.as_tensor(np.asarray(a, dtype=np.int64), device=self.device)  # noqa: E731
+        with torch.no_grad():
+            result = forward(self.ops, self.plan, as_long(input_ids), as_long(attention_mask),
+                             position_ids=as_long(position_ids), past=past)
+        return _host(result.outputs["logits"][:, -1]), result.present
+
+
 def run(tensors: Mapping[str, LazyTensor | np.ndarray], config: CanonicalConfig, input_ids: np.ndarray,
         attention_mask: np.ndarray | None = None, token_type_ids: np.ndarray | None = None, *,
         device: str = "cpu", dtype: str | None = None, output_hidden_states: bool = True) -> RunOutput:

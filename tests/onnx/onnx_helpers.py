@@ -16,7 +16,6 @@ import numpy as np
 
 VOCAB = 128
 SEQ = 72  # tokens per test sequence (>= 64, and > sliding_window so the window matters)
-NEW_TOKENS = 20
 
 _DECODER_COMMON = {"vocab_size": VOCAB, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
                    "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 128,
@@ -126,9 +125,16 @@ def ort_session(path: Path) -> Any:
 
 
 def ort_outputs(session: Any, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Run a whole sequence: decoder graphs get generate's positions (as :func:`torch_outputs` gives
+    the reference) and an empty key/value cache."""
+    from llmstd.onnx_graph.cache import empty_past
+
     names = [o.name for o in session.get_outputs()]
+    ids = inputs["input_ids"]
+    available = {"position_ids": decoder_positions(inputs["attention_mask"]),
+                 **empty_past(session.get_inputs(), ids.shape[0]), **inputs}
     wanted = {i.name for i in session.get_inputs()}
-    return dict(zip(names, session.run(None, {k: v for k, v in inputs.items() if k in wanted})))
+    return dict(zip(names, session.run(None, {k: v for k, v in available.items() if k in wanted})))
 
 
 def max_abs_on_tokens(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
@@ -136,29 +142,6 @@ def max_abs_on_tokens(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
     if a.ndim == 2:  # pooler output: one row per sequence
         return float(np.abs(a - b).max())
     return float(np.abs(a - b)[mask.astype(bool)].max())
-
-
-def greedy_ort(session: Any, inputs: dict[str, np.ndarray], new_tokens: int = NEW_TOKENS) -> np.ndarray:
-    """Greedy generation by repeated full forward passes (no KV cache)."""
-    ids, mask = inputs["input_ids"], inputs["attention_mask"]
-    for _ in range(new_tokens):
-        logits = session.run(["logits"], {"input_ids": ids, "attention_mask": mask})[0]
-        nxt = logits[:, -1, :].argmax(-1)
-        ids = np.concatenate([ids, nxt[:, None]], axis=1)
-        mask = np.concatenate([mask, np.ones_like(nxt)[:, None]], axis=1)
-    return ids
-
-
-def greedy_torch(model: Any, inputs: dict[str, np.ndarray], new_tokens: int = NEW_TOKENS) -> np.ndarray:
-    import torch
-
-    model.generation_config.eos_token_id = None  # generate exactly new_tokens, as the loop above
-    with torch.no_grad():
-        out = model.generate(input_ids=torch.from_numpy(inputs["input_ids"]),
-                             attention_mask=torch.from_numpy(inputs["attention_mask"]),
-                             do_sample=False, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
-                             pad_token_id=0)
-    return out.numpy()
 
 
 def left_padded(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -7,6 +7,7 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
+import helpers
 import onnx_helpers as oh
 import pytest
 
@@ -38,12 +39,21 @@ def test_graph_is_valid_and_named_canonically(store, kind: str) -> None:
     assert len(weights) == len(set(weights))
     if vocab.tied_tensors(config):
         assert "lm_head.weight" not in weights
-    for value in model.graph.input:
-        dims = [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
-        assert dims == ["batch", "sequence"], (value.name, dims)
-    inputs = [i.name for i in model.graph.input]
-    assert inputs == (["input_ids", "token_type_ids", "attention_mask"] if kind in oh.ENCODERS
-                      else ["input_ids", "attention_mask"])
+    dims = {value.name: [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
+            for value in model.graph.input}
+    outputs = {value.name: [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
+               for value in model.graph.output}
+    if kind in oh.ENCODERS:
+        assert dims == {name: ["batch", "sequence"] for name in ("input_ids", "token_type_ids", "attention_mask")}
+    else:  # the generation interface: GQA kept in the cache (kv heads, not query heads)
+        kv = ["batch", config.num_kv_heads, "past_sequence", config.head_dim]
+        assert dims == {"input_ids": ["batch", "sequence"], "attention_mask": ["batch", "total_sequence"],
+                        "position_ids": ["batch", "sequence"],
+                        **{f"past_key_values.{i}.{k}": kv for i in range(config.num_layers) for k in ("key", "value")}}
+        assert list(dims)[:3] == ["input_ids", "attention_mask", "position_ids"]
+        assert outputs == {"logits": ["batch", "sequence", config.vocab_size],
+                           **{f"present.{i}.{k}": ["batch", config.num_kv_heads, "total_sequence", config.head_dim]
+                              for i in range(config.num_layers) for k in ("key", "value")}}
     assert {p.key for p in model.metadata_props} >= {"llmstd.spec_version", "llmstd.architecture", "llmstd.config"}
 
 
@@ -62,13 +72,17 @@ def test_onnxruntime_matches_transformers(store, kind: str) -> None:
 
 
 @pytest.mark.parametrize("kind", oh.DECODERS)
-def test_greedy_generation_matches_generate(store, kind: str) -> None:
+def test_greedy_generation_with_the_cache_matches_generate(store, kind: str) -> None:
+    """A left-padded batch of two prompts, 32 new tokens: onnxruntime driving the graph's key/value
+    cache gives generate's tokens, and every step's logits within check's float32 limit."""
     session = oh.ort_session(store.onnx_dir(kind) / "model.onnx")
     prompt = oh.left_padded(oh.batch(kind))
-    ours = oh.greedy_ort(session, prompt)
-    theirs = oh.greedy_torch(store.model(kind), prompt)
-    assert ours.shape == theirs.shape == (2, oh.SEQ + oh.NEW_TOKENS)
+    assert prompt["attention_mask"][1, 0] == 0  # really left-padded
+    ours, our_logits = helpers.greedy_ort(session, prompt)
+    theirs, their_logits = helpers.greedy_torch(store.model(kind), prompt)
+    assert ours.shape == theirs.shape == (2, oh.SEQ + helpers.NEW_TOKENS)
     np.testing.assert_array_equal(ours, theirs)
+    assert helpers.step_nmse(our_logits, their_logits) <= 1e-10
 
 
 def test_sliding_window_is_applied(store) -> None:
@@ -116,3 +130,43 @@ def test_unsupported_rope_scaling_is_refused(store) -> None:
         build_graph(config, {n: t.dtype for n, t in ckpt.tensors.items()})
 
 
+
+
+@pytest.mark.parametrize("kind", oh.DECODERS)
+def test_onnxruntime_genai_package_generates_as_transformers(store, tmp_path: Path, kind: str) -> None:
+    """``--onnx-package genai`` for every decoder (GPT-2's learned positions through genai's generic
+    decoder type): up to 32 greedy tokens, until eos, identical to transformers' generate."""
+    pytest.importorskip("onnxruntime_genai")
+    import llmstd
+
+    package = tmp_path / "genai"
+    llmstd.convert(store.hf_dir(kind), package, to="onnx", onnx_package="genai")
+    prompt = oh.batch(kind)["input_ids"][0, :40]
+    np.testing.assert_array_equal(helpers.greedy_genai(package, prompt), helpers.greedy_with_eos(store.model(kind), prompt))
+
+
+def test_genai_package_is_refused_for_an_encoder(store, tmp_path: Path) -> None:
+    import llmstd
+    from llmstd.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="needs a causal language model"):
+        llmstd.convert(store.hf_dir("bert-mlm"), tmp_path / "genai", to="onnx", onnx_package="genai")
+    assert not (tmp_path / "genai").exists()
+
+
+@pytest.mark.parametrize("dtype", ["keep", "float16"])
+def test_cached_graph_converts_back_to_the_weights_it_holds(store, tmp_path: Path, dtype: str) -> None:
+    """The generation graph, in float32 and with float16 weights (computed in float32), reads back
+    to Hugging Face bit-identically: to the source's weights, or to their float16 cast."""
+    import llmstd
+
+    src = store.hf_dir("llama")
+    graph = tmp_path / "onnx"
+    llmstd.convert(src, graph, to="onnx", dtype=dtype)
+    inputs = [i.name for i in oh.ort_session(graph / "model.onnx").get_inputs()]
+    assert "past_key_values.0.key" in inputs and "position_ids" in inputs
+    llmstd.convert(graph, tmp_path / "hf", to="hf")
+    llmstd.convert(src, tmp_path / "want", to="hf", dtype=dtype)  # the same cast, without ONNX
+    helpers.assert_tensors_bit_identical(helpers.read_safetensors_dir(tmp_path / "want"), tmp_path / "hf")
+    if dtype == "float16":
+        assert {str(t.dtype) for t in helpers.read_safetensors_dir(tmp_path / "hf").values()} == {"torch.float16"}
