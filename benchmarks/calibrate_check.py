@@ -39,7 +39,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import llmstd  # noqa: E402
 from llmstd import formats, transforms  # noqa: E402
-from llmstd.check import CheckReport, check, tolerance_for  # noqa: E402
+from llmstd.checking import CheckReport, check, tolerance_for  # noqa: E402
 from llmstd.config import CanonicalConfig  # noqa: E402
 from llmstd.tensors import ArrayTensor  # noqa: E402
 

@@ -17,7 +17,7 @@ import numpy as np
 from llmstd import dtypes, vocab
 from llmstd.checkpoint import Checkpoint
 from llmstd.config import ADDED_IN_1_2, CanonicalConfig
-from llmstd.convert import parse_size
+from llmstd.conversion import parse_size
 from llmstd.formats import WriteOptions, hf
 from llmstd.tensors import LazyTensor
 

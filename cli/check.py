@@ -49,7 +49,7 @@ def _num(value: float | None, fmt: str = ".2e") -> str:
 
 def render(report: object, console: Console) -> None:
     """Print a CheckReport as tables (also used by ``llmstd validate --against``)."""
-    from llmstd.check import CheckReport
+    from llmstd.checking import CheckReport
 
     assert isinstance(report, CheckReport)
     colour = "green" if report.a.in_reference and report.b.in_reference else "yellow"
@@ -139,7 +139,7 @@ def check(
 
     Exits 1 when any output is out of tolerance (the report names the first diverging layer).
     """
-    from llmstd.check import check as run_check
+    from llmstd.checking import check as run_check
 
     skip_tensorflow_import([a, b], [runtime_a, runtime_b])
     overrides = {k: v for k, v in {"logits_max_abs": atol, "min_top1": min_top1, "max_kl": max_kl,

@@ -29,7 +29,7 @@ def validate(
     """Check tensors, shapes, tying, dtypes, values, shard index and metadata; report every finding."""
     from llmstd.cli.check import skip_tensorflow_import
 
-    from llmstd.validate import validate as run_validate
+    from llmstd.validation import validate as run_validate
 
     if against is not None:
         skip_tensorflow_import([against, path], [])

@@ -16,19 +16,18 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from llmstd.checkpoint import Checkpoint  # noqa: E402
-from llmstd.config import CanonicalConfig  # noqa: E402
-from llmstd.convert import ConversionReport, convert, load  # noqa: E402
-from llmstd.errors import LlmstdError  # noqa: E402
-from llmstd.inspection import InspectReport, inspect  # noqa: E402
-from llmstd.vocab import SPEC_VERSION  # noqa: E402
-
-# check and validate pull in the runtime machinery; they are imported on first use so that a plain
-# conversion (and `llmstd --help`) starts faster.
+# Every name is imported on first use, so that ``import llmstd`` (and ``llmstd --version``) loads
+# nothing: numpy alone costs more than the rest of the start-up. Module names differ from the
+# function names (llmstd.conversion.convert, llmstd.checking.check, ...): importing a submodule
+# called like a function would replace that function on the package.
 _LAZY = {
-    "check": "llmstd.check", "CheckReport": "llmstd.check", "Tolerance": "llmstd.check",
-    "validate": "llmstd.validate", "write_manifest": "llmstd.validate", "Finding": "llmstd.validate",
-    "ValidationReport": "llmstd.validate",
+    "Checkpoint": "llmstd.checkpoint", "CanonicalConfig": "llmstd.config",
+    "ConversionReport": "llmstd.conversion", "convert": "llmstd.conversion", "load": "llmstd.conversion",
+    "LlmstdError": "llmstd.errors", "InspectReport": "llmstd.inspection", "inspect": "llmstd.inspection",
+    "SPEC_VERSION": "llmstd.vocab",
+    "check": "llmstd.checking", "CheckReport": "llmstd.checking", "Tolerance": "llmstd.checking",
+    "validate": "llmstd.validation", "write_manifest": "llmstd.validation", "Finding": "llmstd.validation",
+    "ValidationReport": "llmstd.validation",
 }
 
 
@@ -36,7 +35,9 @@ def __getattr__(name: str) -> object:
     if name in _LAZY:
         import importlib
 
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # bound once: later lookups do not come here
+        return value
     raise AttributeError(f"module 'llmstd' has no attribute {name!r}")
 
 __all__ = [

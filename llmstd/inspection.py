@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from llmstd import vocab
-from llmstd.convert import load
+from llmstd.conversion import load
 
 
 @dataclass

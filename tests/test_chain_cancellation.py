@@ -10,7 +10,7 @@ import numpy as np
 
 import llmstd
 from llmstd import dtypes, maps
-from llmstd.convert import cast_checkpoint
+from llmstd.conversion import cast_checkpoint
 from llmstd.formats.hf import resolve_head
 from llmstd.mapping import from_canonical
 from llmstd.tensors import CastTensor, FileSliceTensor, LazyTensor, is_plain_slice

@@ -24,7 +24,7 @@ import pytest
 import helpers
 import llmstd
 from llmstd import formats, vocab
-from llmstd.check import Tolerance, check, default_inputs, inputs_from_ids, judged_dtype, tolerance_for
+from llmstd.checking import Tolerance, check, default_inputs, inputs_from_ids, judged_dtype, tolerance_for
 from llmstd.config import CanonicalConfig
 from llmstd.errors import LlmstdError, MissingDependencyError
 from llmstd.tensors import ArrayTensor
@@ -265,7 +265,7 @@ def test_runtime_fault_with_correct_weights_is_blamed_on_the_runtime(sharp: Shar
     if "onnx" not in FORMATS:
         pytest.skip("no onnx format")
     _need_runtime("onnx")
-    from llmstd.check import runtimes
+    from llmstd.checking import runtimes
 
     real = runtimes._run_onnx
 
@@ -472,7 +472,7 @@ def test_cli_check_fails_with_exit_1_naming_the_layer(sharp: SharpModels, tmp_pa
 
 def test_pooler_output_is_compared_whole_even_when_its_width_equals_the_sequence_length() -> None:
     # [batch, hidden] outputs have no positions: a mask of the same shape must not drop "padded" columns.
-    from llmstd.check import compare_output
+    from llmstd.checking import compare_output
 
     mask = np.ones((2, 8), dtype=np.int64)
     mask[1, 6:] = 0

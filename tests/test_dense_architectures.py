@@ -23,7 +23,7 @@ import pytest
 
 import helpers
 import llmstd
-from llmstd.check import check
+from llmstd.checking import check
 
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -323,13 +323,12 @@ def test_check_decode_steps_in_llmstd_runtimes(store: Store, fmt: str) -> None:
 def test_check_decode_steps_fails_on_a_wrong_sliding_base(store: Store, tmp_path: Path) -> None:
     """Control: a canonical copy whose sliding layers' rotary base is wrong fails, already at the
     prompt and at every cached step after it."""
-    from llmstd.formats import canonical
-
-    from llmstd.converters import safetensors_io
-
-    bad = tmp_path / "bad"
     import shutil
 
+    from llmstd.converters import safetensors_io
+    from llmstd.formats import canonical
+
+    bad = tmp_path / "bad"
     shutil.copytree(store.converted("gemma3_text", "canonical"), bad)
     path = bad / canonical.SINGLE
     meta = dict(safetensors_io.open_file(path).metadata)

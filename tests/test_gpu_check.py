@@ -10,7 +10,7 @@ import json
 import pytest
 
 import helpers
-from llmstd.check import check
+from llmstd.checking import check
 from sharp_models import SharpModels, sharp  # noqa: F401  (sharp is a fixture)
 
 torch = pytest.importorskip("torch")

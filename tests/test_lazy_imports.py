@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+import llmstd
+
 HEAVY = ("torch", "tensorflow", "transformers", "onnx", "onnxruntime", "jax", "keras", "tf_keras")
 
 REPORT = textwrap.dedent("""
@@ -104,3 +106,61 @@ def test_bin_read_and_write_without_frameworks(tiny, tmp_path: Path) -> None:
     """
     assert _heavy_modules_after(code) == []
     assert (tmp_path / "b" / "pytorch_model.bin").is_file()
+
+
+def test_api_functions_stay_functions_after_their_modules_are_imported() -> None:
+    """``llmstd.check`` and ``llmstd.validate`` are the API functions however often they are looked up,
+    also after their modules were imported (a subpackage named like the function would replace it
+    with the module on the package)."""
+    code = """
+        import llmstd
+        first = llmstd.check
+        import llmstd.checking, llmstd.validation
+        assert llmstd.check is first and callable(llmstd.check) and callable(llmstd.check)
+        assert callable(llmstd.validate) and callable(llmstd.validate)
+    """
+    assert _heavy_modules_after(code) is not None
+
+
+def test_ml_dtypes_is_imported_only_for_its_types(tiny_gpt2_dir: Path, tmp_path: Path) -> None:
+    """ml_dtypes costs more start-up than the rest of llmstd (0.7 s for 0.7.0): ``--version``,
+    ``--help`` and a float32 conversion run without it; a bfloat16 cast loads it."""
+    probe = textwrap.dedent('''
+        import sys
+        print("ML_DTYPES=" + str("ml_dtypes" in sys.modules))
+    ''')
+
+    def loaded(code: str) -> bool:
+        result = subprocess.run([sys.executable, "-c", textwrap.dedent(code) + probe], capture_output=True, text=True,
+                                timeout=120)
+        assert result.returncode == 0, result.stderr
+        return "ML_DTYPES=True" in result.stdout
+
+    cli = """
+        from llmstd.cli.main import app
+        try:
+            app({argv!r}, standalone_mode=False, prog_name="llmstd")
+        except SystemExit as exc:
+            assert exc.code in (0, None), exc.code
+    """
+    assert not loaded(cli.format(argv=["--version"]))
+    assert not loaded(cli.format(argv=["--help"]))
+    assert not loaded(f"import llmstd; llmstd.convert({str(tiny_gpt2_dir)!r}, {str(tmp_path / 'a')!r}, to='canonical')")
+    assert loaded(f"import llmstd; llmstd.convert({str(tiny_gpt2_dir)!r}, {str(tmp_path / 'b')!r}, to='canonical', "
+                  "dtype='bfloat16')")
+
+
+def test_version_loads_nothing_but_llmstd_itself() -> None:
+    """``llmstd --version`` through the console-script entry point imports neither numpy nor the CLI
+    framework (its start-up is then Python's own)."""
+    code = """
+        import sys
+        sys.argv = ["llmstd", "--version"]
+        from llmstd.cli import run
+        run()
+        loaded = sorted({m.split(".")[0] for m in sys.modules} & {"numpy", "typer", "rich", "click", "ml_dtypes"})
+        print("LOADED=" + ",".join(loaded))
+    """
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [f"llmstd {llmstd.__version__}", "LOADED="], result.stdout

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import helpers
-from llmstd.check import check
+from llmstd.checking import check
 
 pytest.importorskip("torch")
 pytest.importorskip("transformers")

@@ -140,7 +140,7 @@ def test_bad_inputs_are_typed_errors(tiny) -> None:
 
 
 def test_torch_is_imported_lazily() -> None:
-    code = ("import sys, llmstd, llmstd.runtimes.torch_model, llmstd.check, llmstd.validate; "
+    code = ("import sys, llmstd, llmstd.runtimes.torch_model, llmstd.checking, llmstd.validation; "
             "print(sorted(m for m in ('torch', 'transformers', 'tensorflow', 'onnxruntime') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout

@@ -25,7 +25,7 @@ from llmstd.converters import safetensors_io
 from llmstd.errors import LlmstdError, MappingError
 from llmstd.findings import Findings
 from llmstd.tensors import ArrayTensor, FileSliceTensor
-from llmstd.validate import MANIFEST_NAME, validate, write_manifest
+from llmstd.validation import MANIFEST_NAME, validate, write_manifest
 from sharp_models import SharpModels, sharp  # noqa: F401  (sharp is a fixture)
 from test_bad_inputs import CASES as BAD_INPUTS
 

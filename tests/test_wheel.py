@@ -65,12 +65,12 @@ def test_wheel_has_one_top_level_package(wheel_names: list[str]) -> None:
 def test_wheel_carries_maps_and_entry_point(wheel: Path, wheel_names: list[str]) -> None:
     maps = {Path(n).name for n in wheel_names if n.startswith("llmstd/naming_maps/") and n.endswith(".toml")}
     assert maps == {p.name for p in (REPO / "naming_maps").glob("*.toml")}
-    assert {"gpt2.toml", "bert.toml", "llama.toml", "mistral.toml", "qwen2.toml"} <= maps
+    assert {"gpt2.toml", "bert.toml", "llama.toml", "mistral.toml", "qwen2.toml", "qwen3.toml", "gemma2.toml"} <= maps
     assert "llmstd/py.typed" in wheel_names
     with zipfile.ZipFile(wheel) as zf:
         (ep,) = [n for n in wheel_names if n.endswith(".dist-info/entry_points.txt")]
         entry_points = zf.read(ep).decode()
-    assert "llmstd = llmstd.cli.main:run" in entry_points
+    assert "llmstd = llmstd.cli:run" in entry_points
 
 
 def test_wheel_contains_every_source_module(wheel_names: list[str]) -> None:

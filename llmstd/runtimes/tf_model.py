@@ -67,7 +67,7 @@ class TFModel:
     @classmethod
     def load(cls, path: str | Path, arch: str | None = None) -> TFModel:
         """Any checkpoint llmstd reads (tf-ckpt, tf-h5, hf, canonical, ...)."""
-        from llmstd.convert import load
+        from llmstd.conversion import load
 
         return cls.from_checkpoint(load(path, arch=arch))
 

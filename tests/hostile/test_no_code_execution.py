@@ -52,11 +52,12 @@ CHILD = textwrap.dedent(
             events.append(f"{event} {str(args)[:80]}")
 
     paths = json.loads(sys.argv[1])
+    load, LlmstdError = llmstd.load, llmstd.LlmstdError  # the API's modules load on first use: before the hook
     sys.addaudithook(hook)
     for path in paths:
         try:
-            llmstd.load(path)
-        except llmstd.LlmstdError:
+            load(path)
+        except LlmstdError:
             pass
     print(json.dumps(events))
     """

@@ -85,7 +85,7 @@ def test_zero_bias_proven_by_the_graph(store, tmp_path: Path) -> None:
     import onnx
 
     import llmstd
-    from llmstd.convert import load
+    from llmstd.conversion import load
 
     src = store.export("bert-mlm", "dynamo")
     model = onnx.load(str(src / "model.onnx"))  # with its external data

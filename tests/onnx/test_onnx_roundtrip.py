@@ -41,7 +41,7 @@ def test_hf_onnx_hf_is_bit_identical(store, tmp_path: Path, kind: str) -> None:
 
 def test_onnx_to_canonical_and_back(store, tmp_path: Path) -> None:
     import llmstd
-    from llmstd.convert import load
+    from llmstd.conversion import load
 
     llmstd.convert(store.onnx_dir("qwen2"), tmp_path / "canonical", to="canonical")
     llmstd.convert(tmp_path / "canonical", tmp_path / "onnx", to="onnx")
@@ -79,7 +79,7 @@ def test_external_data_round_trip_and_run(store, tmp_path: Path) -> None:
 
 
 def test_bare_onnx_file_is_detected(store) -> None:
-    from llmstd.convert import load
+    from llmstd.conversion import load
     from llmstd.formats import detect
 
     path = store.onnx_dir("gpt2") / "model.onnx"

@@ -26,7 +26,7 @@ def test_graph_is_valid_and_named_canonically(store, kind: str) -> None:
     import onnx
 
     from llmstd import vocab
-    from llmstd.convert import load
+    from llmstd.conversion import load
 
     out = store.onnx_dir(kind)
     onnx.checker.check_model(str(out / "model.onnx"), full_check=True)
@@ -89,7 +89,7 @@ def test_sliding_window_is_applied(store) -> None:
     """Control for mistral: without the window the graph would give different logits."""
     import onnx
 
-    from llmstd.convert import load
+    from llmstd.conversion import load
     from llmstd.formats.onnx import write_onnx
 
     ckpt = load(store.hf_dir("mistral"))
@@ -120,7 +120,7 @@ def test_half_precision_weights_run_in_float32(store, tmp_path: Path, dtype: str
 
 
 def test_unsupported_rope_scaling_is_refused(store) -> None:
-    from llmstd.convert import load
+    from llmstd.conversion import load
     from llmstd.errors import ConfigError
     from llmstd.onnx_graph import build_graph
 

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from llmstd import vocab
-from llmstd.check.tolerances import Tolerance
+from llmstd.checking.tolerances import Tolerance
 from llmstd.config import CanonicalConfig
 
 

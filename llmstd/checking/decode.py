@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from llmstd.check.inputs import Inputs
-from llmstd.check.metrics import OutputReport, compare_output
-from llmstd.check.runtimes import Side, _hf_class, _quiet_transformers, _transformers
-from llmstd.check.tolerances import Tolerance
+from llmstd.checking.inputs import Inputs
+from llmstd.checking.metrics import OutputReport, compare_output
+from llmstd.checking.runtimes import Side, _hf_class, _quiet_transformers, _transformers
+from llmstd.checking.tolerances import Tolerance
 from llmstd.errors import LlmstdError, require
 from llmstd.runtimes import torch_model as tm
 
@@ -124,7 +124,7 @@ class _TransformersDecoder(_Decoder):
 
 class _OnnxDecoder(_Decoder):
     def __init__(self, side: Side) -> None:
-        from llmstd.check.runtimes import onnx_file
+        from llmstd.checking.runtimes import onnx_file
         from llmstd.onnx_graph import cache
 
         self.cache = cache

@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 
 from llmstd import maps
-from llmstd.check.inputs import Inputs
+from llmstd.checking.inputs import Inputs
 from llmstd.checkpoint import Checkpoint
 from llmstd.config import CanonicalConfig
-from llmstd.convert import load
+from llmstd.conversion import load
 from llmstd.errors import LlmstdError, MissingDependencyError, require
 from llmstd.runtimes import torch_model as tm
 from llmstd.runtimes.torch_model import RunOutput

@@ -456,7 +456,7 @@ def validate(
     ``against``: also run ``llmstd check against path`` (its report is attached; failing is an
     error). ``manifest``: verify the checkpoint against a manifest written earlier.
     ``write_manifest_to``: True (next to the weights) or a path: write a manifest when there are no
-    errors (it then includes the check results). ``check_options`` go to :func:`llmstd.check.check`.
+    errors (it then includes the check results). ``check_options`` go to :func:`llmstd.checking.check`.
     """
     path = Path(path)
     found = Findings()
@@ -469,7 +469,7 @@ def validate(
         _check_values(opened, found)
     check_report = None
     if against is not None:
-        from llmstd.check import check
+        from llmstd.checking import check
 
         try:
             check_report = check(against, path, arch=arch, **dict(check_options or {}))

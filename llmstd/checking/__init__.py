@@ -41,12 +41,12 @@ the KL divergence ``KL(softmax(a) ‖ softmax(b))`` of the next-token distributi
 
 Tolerances are chosen by the less precise compute dtype of the two sides (float16 and bfloat16 mixed
 judge as bfloat16), relative to the outputs' own scale, and calibrated on trained checkpoints
-(:mod:`llmstd.check.tolerances`); each is overridable (``tolerance=`` here, ``--max-nmse`` etc. on
+(:mod:`llmstd.checking.tolerances`); each is overridable (``tolerance=`` here, ``--max-nmse`` etc. on
 the CLI). Any inf or NaN in an output fails.
 
 Localisation: the stages are the embeddings, each layer (the last one together with the final
 norm, as runtimes report it) and the head. The first stage whose hidden-state NMSE exceeds the
-threshold is named; then the evidence decides the blame (:mod:`llmstd.check.evidence`): the
+threshold is named; then the evidence decides the blame (:mod:`llmstd.checking.evidence`): the
 parameters feeding that stage are compared between the two checkpoints and only those that differ
 beyond the requested cast are named; when none differ, the config differences or the computation
 are blamed instead. When every hidden state agrees but an output does not, the head is the stage.
@@ -66,7 +66,7 @@ from typing import Any
 
 import numpy as np
 
-from llmstd.check.inputs import (
+from llmstd.checking.inputs import (
     DEFAULT_BATCH,
     DEFAULT_SEQ_LEN,
     Inputs,
@@ -75,7 +75,7 @@ from llmstd.check.inputs import (
     inputs_from_ids,
     inputs_from_text,
 )
-from llmstd.check.metrics import (
+from llmstd.checking.metrics import (
     LayerReport,
     OutputReport,
     compare_hidden,
@@ -84,9 +84,9 @@ from llmstd.check.metrics import (
     sanitise,
     stages,
 )
-from llmstd.check.decode import DecodeReport, decode
-from llmstd.check.evidence import evidence
-from llmstd.check.runtimes import (
+from llmstd.checking.decode import DecodeReport, decode
+from llmstd.checking.evidence import evidence
+from llmstd.checking.runtimes import (
     DEVICES,
     RUNTIMES,
     Side,
@@ -95,8 +95,8 @@ from llmstd.check.runtimes import (
     open_side,
     run,
 )
-from llmstd.check.runtimes import require_reference as require_ref
-from llmstd.check.tolerances import TOLERANCES, Tolerance, judged_dtype, tolerance_for
+from llmstd.checking.runtimes import require_reference as require_ref
+from llmstd.checking.tolerances import TOLERANCES, Tolerance, judged_dtype, tolerance_for
 from llmstd.config import CanonicalConfig
 from llmstd.errors import LlmstdError
 from llmstd.runtimes import torch_model as tm
@@ -249,7 +249,7 @@ def check(
     tolerance. Raises :class:`~llmstd.errors.LlmstdError` subclasses when a side cannot be loaded
     or run (e.g. :class:`~llmstd.errors.MissingDependencyError` for an explicitly requested runtime).
     ``decode_steps`` > 0 also generates that many tokens with each side's key/value cache and
-    compares every step (:mod:`llmstd.check.decode`).
+    compares every step (:mod:`llmstd.checking.decode`).
     """
     if decode_steps < 0:
         raise LlmstdError(f"--decode-steps must be 0 or more, got {decode_steps}")
