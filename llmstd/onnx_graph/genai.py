@@ -18,10 +18,10 @@ from llmstd.config import CanonicalConfig
 from llmstd.errors import ConfigError
 
 #: The model type genai is told. Every llmstd decoder graph computes its whole architecture itself
-#: (windows, soft-caps, rotary scaling) behind the same interface, so genai gets its generic
-#: decoder, "llama": genai's own per-architecture types add behaviour of their own (its "mistral"
-#: type diverges from transformers once the sequence passes 50 tokens; "gpt2" expects other inputs;
-#: "gpt_neox" it does not know).
+#: (windows, soft-caps, rotary scaling) behind the same interface, so genai gets one type for all:
+#: its generic decoder, "llama". (genai 0.18's "gpt2" type expects other inputs, and it knows no
+#: "gpt_neox"; the tests generate every architecture through this type, token-identical to
+#: transformers.)
 GENAI_TYPE = "llama"
 
 

@@ -30,10 +30,14 @@ CHILD = textwrap.dedent(
     """
     import sys, time
     import llmstd
+    from llmstd import formats
+    # The API loads on first use: load it before "ready", so that kills land in the conversion.
+    convert = llmstd.convert
+    formats.names()
     src, dst, to, shard, overwrite = sys.argv[1:6]
     print("ready", flush=True)
     started = time.perf_counter()
-    llmstd.convert(src, dst, to=to, shard_size=shard or None, overwrite=overwrite == "1")
+    convert(src, dst, to=to, shard_size=shard or None, overwrite=overwrite == "1")
     print(f"done {time.perf_counter() - started:.4f}", flush=True)
     """
 )
