@@ -52,12 +52,13 @@ def rope_spelling(nmap: NamingMap) -> hfconfig.Spelling:
         return rule.default if rule.has_default and isinstance(rule.default, (int, float)) else None
 
     sliding = nmap.fields.get("rope_theta_sliding")
-    has_sliding_key = sliding is not None and sliding.key is not None
+    if sliding is not None and sliding.key is None:
+        sliding = None  # a fixed sliding base: no key of its own to spell
     keys_4x = nmap.rope_4x
     return hfconfig.Spelling(
         literal(nmap.fields["rope_theta"]),
-        sliding.key if sliding is not None and has_sliding_key else None,
-        literal(sliding) if sliding is not None and has_sliding_key else None,
+        sliding.key if sliding is not None else None,
+        literal(sliding) if sliding is not None else None,
         theta_key_4x=keys_4x.get("theta_key"), partial_key_4x=keys_4x.get("partial_key"),
         partial_default=keys_4x.get("partial_default"),
         scaling_type_key_4x=keys_4x.get("scaling_type_key", "rope_type"),

@@ -223,6 +223,23 @@ def logits(model: Any, input_ids: Any, attention_mask: Any) -> Any:
     return torch.cat(parts)
 
 
+def decoder_positions(mask: np.ndarray) -> np.ndarray:
+    """transformers' generate(): cumsum(mask) - 1, padding positions set to 1."""
+    return np.where(mask == 0, 1, mask.cumsum(-1) - 1)
+
+
+class BuiltOnce:
+    """A fixture store whose artefacts (models, saves, conversions) are each built on first use."""
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[str, ...], Any] = {}
+
+    def _once(self, key: tuple[str, ...], build: Any) -> Any:
+        if key not in self._cache:
+            self._cache[key] = build()
+        return self._cache[key]
+
+
 # ------------------------------------------------------------------------------------------------
 # greedy generation: onnxruntime driving a graph's key/value cache, and transformers' generate
 
@@ -239,7 +256,7 @@ def greedy_ort(session: Any, inputs: dict[str, np.ndarray], new_tokens: int = NE
 
     names = [o.name for o in session.get_outputs()]
     ids, mask = inputs["input_ids"], inputs["attention_mask"]
-    feeds = {"input_ids": ids, "attention_mask": mask, "position_ids": np.where(mask == 0, 1, mask.cumsum(-1) - 1),
+    feeds = {"input_ids": ids, "attention_mask": mask, "position_ids": decoder_positions(mask),
              **empty_past(session.get_inputs(), ids.shape[0])}
     steps = []
     for _ in range(new_tokens):

@@ -30,7 +30,7 @@ import numpy as np
 import pytest
 
 import llmstd
-from helpers import assert_tensors_bit_identical, padded_batch, read_safetensors_dir, run_cli
+from helpers import BuiltOnce, assert_tensors_bit_identical, padded_batch, read_safetensors_dir, run_cli
 
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -46,18 +46,13 @@ IGNORED = {"decoder": {}, "encoder": {"embeddings.position_ids": "position index
 ROPE_THETA = 100000.0  # SmolLM2's; transformers 4.57 reads a 5.x config as the default 10000
 
 
-class Real:
+class Real(BuiltOnce):
     """The real checkpoints' conversions, each made once on first use."""
 
     def __init__(self, request: pytest.FixtureRequest, root: Path) -> None:
+        super().__init__()
         self.request = request
         self.root = root
-        self._cache: dict[tuple[str, ...], Any] = {}
-
-    def _once(self, key: tuple[str, ...], build: Any) -> Any:
-        if key not in self._cache:
-            self._cache[key] = build()
-        return self._cache[key]
 
     def source(self, model: str) -> Path:
         return self.request.getfixturevalue(f"real_{model}")

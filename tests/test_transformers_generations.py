@@ -23,6 +23,7 @@ import pytest
 
 import llmstd
 from helpers import (
+    BuiltOnce,
     assert_cli_error,
     assert_tensors_bit_identical,
     padded_batch,
@@ -62,17 +63,12 @@ def batch() -> tuple[Any, Any]:
     return padded_batch(seq=SEQ, seed=3)
 
 
-class Generations:
+class Generations(BuiltOnce):
     """Each case's model, its transformers 5 save, logits and llmstd's conversions, built once."""
 
     def __init__(self, root: Path) -> None:
+        super().__init__()
         self.root = root
-        self._cache: dict[tuple[str, ...], Any] = {}
-
-    def _once(self, key: tuple[str, ...], build: Any) -> Any:
-        if key not in self._cache:
-            self._cache[key] = build()
-        return self._cache[key]
 
     def model(self, case: str) -> Any:
         def build() -> Any:

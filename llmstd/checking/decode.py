@@ -3,9 +3,10 @@
 Each side runs the prompt once (left-padded, so every row's last position is a real token), then
 N single-token steps feeding its own cache back, in its own runtime: transformers with its cache
 object, onnxruntime with the graph's ``past_key_values``/``present`` (:mod:`llmstd.onnx_graph.cache`),
-llmstd's torch and TF runtimes with the model definition's cache. Both sides are fed side A's greedy
-token at every step (so one near-tie cannot make the sides compare different texts from then on);
-each step's next-token logits are compared with check's tolerances and its greedy tokens counted.
+llmstd's torch and TF runtimes with the model definition's cache. Side A runs first, choosing its
+greedy tokens; side B is then fed the same tokens (so one near-tie cannot make the sides compare
+different texts from then on, and only one model is in memory at a time). Each step's next-token
+logits are compared with check's tolerances and its greedy tokens counted.
 Positions follow ``generate``: ``cumsum(attention_mask) - 1``.
 """
 
@@ -19,7 +20,7 @@ import numpy as np
 
 from llmstd.checking.inputs import Inputs
 from llmstd.checking.metrics import OutputReport, compare_output
-from llmstd.checking.runtimes import Side, _hf_class, _quiet_transformers, _transformers
+from llmstd.checking.runtimes import Side, load_transformers, onnx_session
 from llmstd.checking.tolerances import Tolerance
 from llmstd.errors import LlmstdError, require
 from llmstd.runtimes import torch_model as tm
@@ -73,12 +74,11 @@ def positions(mask: np.ndarray) -> np.ndarray:
 
 
 class _Decoder:
-    """One side's cached generation: ``prompt`` then ``step``, each giving next-token logits [B, V]."""
+    """One side's cached generation: each call runs new tokens ``ids`` at ``positions`` (``mask``
+    covers the cached and the new ones), keeps the cache for the next call, and returns the
+    next-token logits [B, V] (float32)."""
 
-    def prompt(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
-
-    def step(self, token: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    def __call__(self, ids: np.ndarray, mask: np.ndarray, pos: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
 
@@ -86,27 +86,18 @@ class _LlmstdDecoder(_Decoder):
     def __init__(self, model: Any) -> None:
         self.model, self.past = model, None
 
-    def prompt(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        logits, self.past = self.model.decode(ids, mask, positions(mask), None)
-        return logits
-
-    def step(self, token: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        logits, self.past = self.model.decode(token, mask, positions(mask)[:, -1:], self.past)
+    def __call__(self, ids: np.ndarray, mask: np.ndarray, pos: np.ndarray) -> np.ndarray:
+        logits, self.past = self.model.decode(ids, mask, pos, self.past)
         return logits
 
 
 class _TransformersDecoder(_Decoder):
     def __init__(self, side: Side) -> None:
         self.torch = require("torch", "torch")
-        transformers, _ = _transformers()
-        assert transformers is not None
-        self.device = tm.resolve_device(side.device)
-        with _quiet_transformers(transformers):
-            self.model = getattr(transformers, _hf_class(side.ckpt)).from_pretrained(
-                str(side.path), attn_implementation="eager", dtype="auto").to(self.device).eval()
+        self.model, _, _, self.device = load_transformers(side)
         self.cache = None
 
-    def _run(self, ids: np.ndarray, mask: np.ndarray, pos: np.ndarray) -> np.ndarray:
+    def __call__(self, ids: np.ndarray, mask: np.ndarray, pos: np.ndarray) -> np.ndarray:
         torch = self.torch
         as_long = lambda a: torch.as_tensor(np.asarray(a, dtype=np.int64), device=self.device)  # noqa: E731
         with torch.no_grad():
@@ -115,43 +106,26 @@ class _TransformersDecoder(_Decoder):
         self.cache = out.past_key_values
         return out.logits[:, -1].detach().float().cpu().numpy()
 
-    def prompt(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        return self._run(ids, mask, positions(mask))
-
-    def step(self, token: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        return self._run(token, mask, positions(mask)[:, -1:])
-
 
 class _OnnxDecoder(_Decoder):
     def __init__(self, side: Side) -> None:
-        from llmstd.checking.runtimes import onnx_file
         from llmstd.onnx_graph import cache
 
         self.cache = cache
-        ort = importlib.import_module("onnxruntime")
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        self.session = ort.InferenceSession(str(onnx_file(side.path)), sess_options=options,
-                                            providers=["CPUExecutionProvider"])
+        self.session, graph, _ = onnx_session(side)
         names = {i.name for i in self.session.get_inputs()}
         if not {"position_ids", "past_key_values.0.key"} <= names:
             raise LlmstdError("this ONNX graph has no key/value cache inputs, so it cannot decode step by step",
-                              file=side.path, hint="write it with llmstd convert --to onnx, or drop --decode-steps")
+                              file=graph, hint="write it with llmstd convert --to onnx, or drop --decode-steps")
         self.outputs = [o.name for o in self.session.get_outputs()]
-        self.past: dict[str, np.ndarray] = {}
+        self.past: dict[str, np.ndarray] | None = None
 
-    def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        values = dict(zip(self.outputs, self.session.run(None, feeds), strict=True))
+    def __call__(self, ids: np.ndarray, mask: np.ndarray, pos: np.ndarray) -> np.ndarray:
+        past = self.past if self.past is not None else self.cache.empty_past(self.session.get_inputs(), ids.shape[0])
+        values = dict(zip(self.outputs, self.session.run(
+            None, {"input_ids": ids, "attention_mask": mask, "position_ids": pos, **past}), strict=True))
         self.past = self.cache.next_past(values)
         return np.asarray(values["logits"][:, -1], dtype=np.float32)
-
-    def prompt(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        return self._run({"input_ids": ids, "attention_mask": mask, "position_ids": positions(mask),
-                          **self.cache.empty_past(self.session.get_inputs(), ids.shape[0])})
-
-    def step(self, token: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        return self._run({"input_ids": token, "attention_mask": mask, "position_ids": positions(mask)[:, -1:],
-                          **self.past})
 
 
 def _decoder(side: Side) -> _Decoder:
@@ -168,23 +142,33 @@ def _decoder(side: Side) -> _Decoder:
                       hint="run that side with --runtime-a/-b llmstd-tf, or drop --decode-steps")
 
 
+def _generate(side: Side, ids: np.ndarray, mask: np.ndarray, steps: int,
+              feed: list[np.ndarray] | None) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The next-token logits of the prompt and of ``steps`` cached steps on one side, and the tokens
+    it was fed: ``feed`` (side A's), or its own greedy tokens when None. One side's model is loaded
+    at a time."""
+    decoder = _decoder(side)
+    logits = [decoder(ids, mask, positions(mask))]
+    fed = []
+    for step in range(steps):
+        token = (logits[-1].argmax(-1) if feed is None else feed[step])[:, None].astype(np.int64)
+        mask = np.concatenate([mask, np.ones_like(token)], axis=1)
+        logits.append(decoder(token, mask, positions(mask)[:, -1:]))
+        fed.append(token[:, 0])
+    return logits, fed
+
+
 def decode(side_a: Side, side_b: Side, inputs: Inputs, steps: int, tol: Tolerance) -> DecodeReport:
     """The prompt and ``steps`` cached single-token steps on both sides, compared step by step."""
     for side in (side_a, side_b):
         if not side.ckpt.config.causal or side.ckpt.config.head != "causal_lm":
             raise LlmstdError(f"--decode-steps needs causal language models; {side.path} is not one")
     ids, mask = left_padded(inputs)
-    a, b = _decoder(side_a), _decoder(side_b)
-    report = DecodeReport()
-    logits_a, logits_b = a.prompt(ids, mask), b.prompt(ids, mask)
+    logits_a, tokens = _generate(side_a, ids, mask, steps, None)  # both sides continue side A's text
+    logits_b, _ = _generate(side_b, ids, mask, steps, tokens)
     rows = np.ones((ids.shape[0], 1), dtype=np.int64)
-    for step in range(steps + 1):
-        tokens_a, tokens_b = logits_a.argmax(-1), logits_b.argmax(-1)
-        report.steps.append(DecodeStep(step, compare_output("logits", logits_a[:, None], logits_b[:, None], rows, tol),
-                                       [int(t) for t in tokens_a], [int(t) for t in tokens_b]))
-        if step == steps:
-            break
-        token = tokens_a[:, None].astype(np.int64)  # both sides continue side A's text
-        mask = np.concatenate([mask, rows], axis=1)
-        logits_a, logits_b = a.step(token, mask), b.step(token, mask)
+    report = DecodeReport()
+    for step, (a, b) in enumerate(zip(logits_a, logits_b, strict=True)):
+        report.steps.append(DecodeStep(step, compare_output("logits", a[:, None], b[:, None], rows, tol),
+                                       [int(t) for t in a.argmax(-1)], [int(t) for t in b.argmax(-1)]))
     return report

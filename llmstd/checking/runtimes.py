@@ -268,20 +268,26 @@ def _feeds_torch(torch: Any, inputs: Inputs, config: CanonicalConfig, device: st
     return feeds
 
 
-def _run_transformers(side: Side, inputs: Inputs, hidden: bool) -> tuple[RunOutput, float]:
-    torch = require("torch", "torch")
+def load_transformers(side: Side) -> tuple[Any, Any, str, str]:
+    """(model, transformers, class name, device): the side's Hugging Face directory in its
+    transformers class, in eval mode on the side's device, with its stored dtype and eager attention
+    (the fused kernels differ between devices and versions)."""
     transformers, _ = _transformers()
     assert transformers is not None
     device = tm.resolve_device(side.device)
     cls_name = _hf_class(side.ckpt)
-    started = time.perf_counter()
     major_minor = tuple(int(p) for p in transformers.__version__.split(".")[:2])
     dtype_key = "dtype" if major_minor >= (4, 56) else "torch_dtype"
-    # Eager attention on both sides: the fused kernels differ between devices and versions.
     with _quiet_transformers(transformers):
         model = getattr(transformers, cls_name).from_pretrained(
             str(side.path), attn_implementation="eager", **{dtype_key: "auto"})
-    model = model.to(device).eval()
+    return model.to(device).eval(), transformers, cls_name, device
+
+
+def _run_transformers(side: Side, inputs: Inputs, hidden: bool) -> tuple[RunOutput, float]:
+    torch = require("torch", "torch")
+    started = time.perf_counter()
+    model, transformers, cls_name, device = load_transformers(side)
     loaded = time.perf_counter() - started
     started = time.perf_counter()
     with torch.no_grad():
@@ -379,9 +385,9 @@ def onnx_file(path: Path) -> Path:
     return found
 
 
-def _run_onnx(side: Side, inputs: Inputs, hidden: bool) -> tuple[RunOutput, float]:
-    from llmstd.onnx_graph.cache import empty_past
-
+def onnx_session(side: Side) -> tuple[Any, Path, list[str]]:
+    """(session, graph file, notes): an onnxruntime session of the side's graph, on its CUDA
+    provider when the side's device is cuda and the provider is installed."""
     ort = importlib.import_module("onnxruntime")
     notes: list[str] = [f"onnxruntime {ort.__version__}"]
     providers = ["CPUExecutionProvider"]
@@ -390,11 +396,17 @@ def _run_onnx(side: Side, inputs: Inputs, hidden: bool) -> tuple[RunOutput, floa
             providers.insert(0, "CUDAExecutionProvider")
         else:
             notes.append("onnxruntime has no CUDA provider installed; ran on CPU")
-    started = time.perf_counter()
     options = ort.SessionOptions()
     options.log_severity_level = 3
     graph = onnx_file(side.path)
-    session = ort.InferenceSession(str(graph), sess_options=options, providers=providers)
+    return ort.InferenceSession(str(graph), sess_options=options, providers=providers), graph, notes
+
+
+def _run_onnx(side: Side, inputs: Inputs, hidden: bool) -> tuple[RunOutput, float]:
+    from llmstd.onnx_graph.cache import empty_past
+
+    started = time.perf_counter()
+    session, graph, notes = onnx_session(side)
     loaded = time.perf_counter() - started
     available = {"input_ids": inputs.input_ids, "attention_mask": inputs.attention_mask,
                  "position_ids": np.broadcast_to(np.arange(inputs.input_ids.shape[1]), inputs.input_ids.shape)}

@@ -37,7 +37,7 @@ from llmstd.formats.canonical import (
     json_field,
 )
 from llmstd.formats.canonical import metadata as canonical_metadata
-from llmstd.jsonfile import dumps
+from llmstd.jsonfile import dumps, read_json_object
 from llmstd.mapping import MappingReport, require_canonical_set
 from llmstd.tensors import LazyTensor
 
@@ -139,7 +139,8 @@ def write_onnx(ckpt: Checkpoint, staging: Path, *, external_data_threshold: int 
         raise LlmstdError(f"unknown ONNX package {package!r}", hint=f"choose {' or '.join(PACKAGES)}")
     genai_body = None
     if package == "genai":  # refused before anything is written
-        generation = genai.read_generation_config(ckpt.sidecars.files.get("generation_config.json"))
+        generation_path = ckpt.sidecars.files.get("generation_config.json")
+        generation = read_json_object(generation_path) if generation_path is not None else None
         genai_body = genai.genai_config(ckpt.config, MODEL, generation)
     built = build_graph(ckpt.config, {n: t.dtype for n, t in ckpt.tensors.items()})
     threshold = onnx_io.DEFAULT_EXTERNAL_THRESHOLD if external_data_threshold is None else external_data_threshold

@@ -9,9 +9,7 @@ so genai needs to know nothing about them and slides nothing.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from llmstd.config import CanonicalConfig
@@ -86,13 +84,3 @@ def genai_config(config: CanonicalConfig, model_file: str, generation: Mapping[s
         "diversity_penalty": 0.0,
     }
     return {"model": model, "search": search}
-
-
-def read_generation_config(path: Path | None) -> dict[str, Any] | None:
-    if path is None:
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"cannot read generation_config.json ({exc})", file=path) from None
-    return data if isinstance(data, dict) else None

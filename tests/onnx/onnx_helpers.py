@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+import helpers
+
 VOCAB = 128
 SEQ = 72  # tokens per test sequence (>= 64, and > sliding_window so the window matters)
 
@@ -91,20 +93,13 @@ def batch(kind: str, seq: int = SEQ, seed: int = 1) -> dict[str, np.ndarray]:
     return out
 
 
-def decoder_positions(mask: np.ndarray) -> np.ndarray:
-    """transformers' generate(): cumsum(mask) - 1, padding positions set to 1."""
-    pos = np.cumsum(mask, axis=1) - 1
-    pos[mask == 0] = 1
-    return pos
-
-
 def torch_outputs(model: Any, kind: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The reference outputs, named as llmstd's ONNX graphs name them."""
     import torch
 
     feeds = {k: torch.from_numpy(v) for k, v in inputs.items()}
     if kind in DECODERS:
-        feeds["position_ids"] = torch.from_numpy(decoder_positions(inputs["attention_mask"]))
+        feeds["position_ids"] = torch.from_numpy(helpers.decoder_positions(inputs["attention_mask"]))
     with torch.no_grad():
         out = model(**feeds, output_hidden_states=kind == "bert-mlm")
     if kind == "bert-mlm":
@@ -131,7 +126,7 @@ def ort_outputs(session: Any, inputs: dict[str, np.ndarray]) -> dict[str, np.nda
 
     names = [o.name for o in session.get_outputs()]
     ids = inputs["input_ids"]
-    available = {"position_ids": decoder_positions(inputs["attention_mask"]),
+    available = {"position_ids": helpers.decoder_positions(inputs["attention_mask"]),
                  **empty_past(session.get_inputs(), ids.shape[0]), **inputs}
     wanted = {i.name for i in session.get_inputs()}
     return dict(zip(names, session.run(None, {k: v for k, v in available.items() if k in wanted})))
@@ -210,7 +205,7 @@ def export(model: Any, kind: str, path: Path, exporter: str) -> Path:
         model.config._attn_implementation = _register_traceable_attention()
     if kind == "llama":  # Optimum-style: the model itself, input_ids/attention_mask/position_ids
         names = ["input_ids", "attention_mask", "position_ids"]
-        tensors["position_ids"] = torch.from_numpy(decoder_positions(inputs["attention_mask"]))
+        tensors["position_ids"] = torch.from_numpy(helpers.decoder_positions(inputs["attention_mask"]))
         target, args = model, tuple(tensors[n] for n in names)
     elif kind in DECODERS:
         class Wrapper(torch.nn.Module):
