@@ -36,6 +36,10 @@ PYTHON = sys.executable
 LLMSTD = str(Path(sys.executable).parent / "llmstd")
 HF_ROUTES = HERE / "hf_routes.py"
 HASH_SOURCES = HERE / "hash_sources.py"
+GENERATE_SPEED = HERE / "generate_speed.py"
+#: An interpreter with optimum-onnx (which pins transformers < 4.58, so it lives in an environment of
+#: its own), for the Optimum export row; the row is left out when unset.
+OPTIMUM_PYTHON = os.environ.get("LLMSTD_OPTIMUM_PYTHON")
 
 # shape -> (dtype, shard size) of the generated Hugging Face source checkpoint
 SOURCES = {
@@ -43,8 +47,10 @@ SOURCES = {
     "gpt2-medium": ("float32", "1GB"),
     "llama-500m": ("bfloat16", "1GB"),
     "llama-tiny": ("bfloat16", None),
+    "mixtral-2.3b": ("bfloat16", "1GB"),
+    "mixtral-tiny": ("bfloat16", None),
 }
-WALL_TARGET = {"canonical": 1.5, "tf-h5": 2.5, "onnx": 2.5}
+WALL_TARGET = {"canonical": 1.5, "hf": 1.5, "tf-h5": 2.5, "onnx": 2.5}
 CP = "cp -r"
 CP_SYNC = "cp -r && sync (durable floor)"
 
@@ -56,6 +62,8 @@ class Row:
     output: Path | None  # removed before each run
     target: str | None = None  # format, for the wall-time target
     hf_route_of: str | None = None
+    speed_report: Path | None = None  # generate_speed.py's JSON, one per run
+    speeds: list[float] = field(default_factory=list)
     runs: list[Sample] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -72,12 +80,21 @@ def _available_formats() -> list[str]:
 
 
 def _largest_tensor_mb(path: Path) -> float:
+    """The largest tensor of the checkpoint in any layout llmstd writes: for mixture-of-experts
+    models a layer's packed gate_up_proj ([experts, 2 * intermediate, hidden])."""
     import llmstd
 
-    return max(t.nbytes for t in llmstd.load(path).values()) / 1e6
+    ckpt = llmstd.load(path)
+    c = ckpt.config
+    packed = c.num_experts * 2 * c.moe_intermediate_size * c.hidden_size * max(t.dtype.itemsize for t in
+                                                                                ckpt.tensors.values())
+    return max(packed, max(t.nbytes for t in ckpt.tensors.values())) / 1e6
 
 
-def _rows_for(shape: str, src: Path, workdir: Path, with_hf: bool, with_check: bool,
+GENERATED = 64  # generate_speed.NEW_TOKENS
+
+
+def _rows_for(shape: str, src: Path, workdir: Path, with_hf: bool, with_check: bool, with_generation: bool,
               env: dict[str, str]) -> list[Row]:
     rows = [
         Row(CP, ["cp", "-r", str(src), str(workdir / "cp")], workdir / "cp"),
@@ -93,6 +110,12 @@ def _rows_for(shape: str, src: Path, workdir: Path, with_hf: bool, with_check: b
                         target=fmt))
         rows.append(Row(f"llmstd {fmt} -> HF", [LLMSTD, "convert", str(out), str(back), "--to", "hf"], back,
                         target=fmt))
+    if shape.startswith("mixtral"):  # transformers 5's packed experts, both ways
+        packed, unpacked = workdir / f"{shape}-hf-packed", workdir / f"{shape}-packed-canonical"
+        rows.append(Row("llmstd HF -> HF packed experts", [LLMSTD, "convert", str(src), str(packed), "--to", "hf",
+                                                            "--experts", "packed"], packed, target="hf"))
+        rows.append(Row("llmstd HF packed experts -> canonical", [LLMSTD, "convert", str(packed), str(unpacked)],
+                        unpacked, target="canonical"))
     if with_hf:
         for fmt in ("tf-h5", "onnx"):
             out = workdir / f"{shape}-hf-route-{fmt}"
@@ -101,7 +124,22 @@ def _rows_for(shape: str, src: Path, workdir: Path, with_hf: bool, with_check: b
             if probe.returncode != 0:
                 print(f"  Hugging Face route to {fmt}: none for {shape} ({probe.stdout.strip()})")
                 continue
-            rows.append(Row(f"Hugging Face route -> {fmt}", argv, out, hf_route_of=f"llmstd HF -> {fmt}"))
+            label = "Hugging Face route -> tf-h5" if fmt == "tf-h5" else "torch.onnx.export (dynamo) of the transformers model"
+            rows.append(Row(label, argv, out, hf_route_of=f"llmstd HF -> {fmt}"))
+        if OPTIMUM_PYTHON and shape.startswith("llama"):
+            out = workdir / f"{shape}-optimum-onnx"
+            rows.append(Row("Optimum export -> onnx (with cache)", [OPTIMUM_PYTHON, str(HF_ROUTES), "optimum", str(src),
+                                                                   str(out)], out, hf_route_of="llmstd HF -> onnx"))
+    if with_generation and shape.startswith("llama"):
+        # Generation speed, float32 on both sides: llmstd's onnxruntime-genai package beside transformers.
+        package = workdir / f"{shape}-genai"
+        rows.append(Row("llmstd HF -> onnx genai package (float32)",
+                        [LLMSTD, "convert", str(src), str(package), "--to", "onnx", "--onnx-package", "genai",
+                         "--dtype", "float32"], package))
+        for runtime, model in (("genai", package), ("transformers", src)):
+            rows.append(Row(f"generate {GENERATED} tokens: {'onnxruntime-genai' if runtime == 'genai' else 'transformers'}",
+                            [PYTHON, str(GENERATE_SPEED), runtime, str(model), str(workdir / f"{shape}-{runtime}.json")],
+                            None, speed_report=workdir / f"{shape}-{runtime}.json"))
     if with_check and "canonical" in formats:
         # runs after "llmstd HF -> canonical" in the same round, so its output is there
         report = workdir / f"{shape}-check.json"
@@ -110,7 +148,8 @@ def _rows_for(shape: str, src: Path, workdir: Path, with_hf: bool, with_check: b
     return rows
 
 
-def bench_shape(shape: str, workdir: Path, runs: int, with_hf: bool, with_check: bool) -> tuple[list[Row], dict]:
+def bench_shape(shape: str, workdir: Path, runs: int, with_hf: bool, with_check: bool,
+                with_generation: bool) -> tuple[list[Row], dict]:
     dtype, shard = SOURCES[shape]
     src = workdir / f"{shape}-hf"
     if not src.exists():
@@ -119,7 +158,7 @@ def bench_shape(shape: str, workdir: Path, runs: int, with_hf: bool, with_check:
     env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="3", HF_HUB_OFFLINE="1")
     prime = 2 * size + 2**30  # what a conversion writes to the page cache, plus its working memory
     print(f"{shape}: {size / 1e9:.2f} GB", flush=True)
-    rows = _rows_for(shape, src, workdir, with_hf, with_check, env)
+    rows = _rows_for(shape, src, workdir, with_hf, with_check, with_generation, env)
     for path in src.iterdir():  # every row then reads its sources from the page cache
         with open(path, "rb") as fh:
             while fh.read(1 << 24):
@@ -128,11 +167,17 @@ def bench_shape(shape: str, workdir: Path, runs: int, with_hf: bool, with_check:
         for row in rows:
             settle(row.output, prime)
             row.runs.append(run_once(row.command, env))
+            if row.speed_report is not None:
+                row.speeds.append(json.loads(row.speed_report.read_text())["decode_tokens_per_second"])
             print(f"  [{round_no}/{runs}] {row.label:55s} {row.runs[-1].seconds:8.2f} s "
                   f"{row.runs[-1].peak_rss_mb:8.0f} MB", flush=True)
     for row in rows:
         if row.label.startswith("llmstd check"):
             row.notes.append(_check_summary(workdir / f"{shape}-check.json"))
+        if row.speeds:
+            row.notes.append(f"decode {statistics.median(row.speeds):.2f} tokens/s (median of the rounds; "
+                             f"each round's: {', '.join(f'{v:.2f}' for v in row.speeds)}); wall and RSS include "
+                             "loading the model and the script's warm-up and timed generations")
     info = {"shape": shape, "dtype": dtype, "shard": shard, "bytes": size, "largest_tensor_mb": _largest_tensor_mb(src)}
     return rows, info
 
@@ -167,7 +212,9 @@ def _verdicts(rows: list[Row], info: dict) -> list[str]:
         if row.hf_route_of and row.hf_route_of in by_label:
             ours = by_label[row.hf_route_of].sample.peak_rss_mb
             ratio = row.sample.peak_rss_mb / ours
-            checks.append(f"Hugging Face's route uses {ratio:.1f}x llmstd's peak RSS (target >= 3x): "
+            checks.append(f"takes {row.sample.seconds / by_label[row.hf_route_of].sample.seconds:.1f}x the wall time of "
+                          f"'{row.hf_route_of}'")
+            checks.append(f"uses {ratio:.1f}x llmstd's peak RSS (target >= 3x): "
                           f"{'PASS' if ratio >= 3 else 'FAIL'}")
         if checks:
             lines.append(f"- {row.label}: " + "; ".join(checks))
@@ -187,17 +234,25 @@ def _machine() -> str:
             f"Python {platform.python_version()}")
 
 
+def _sections(text: str) -> dict[str, str]:
+    """The shape sections (``## shape ...`` to the next one) of an earlier RESULTS.md, by shape."""
+    out: dict[str, str] = {}
+    for chunk in text.split("\n## ")[1:]:
+        out[chunk.split(" ", 1)[0]] = "## " + chunk.rstrip("\n") + "\n"
+    return out
+
+
 def write_results(path: Path, results: list[tuple[list[Row], dict]], runs: int, argv: list[str]) -> None:
+    """Rewrite the sections of the shapes benchmarked now; sections of other shapes are kept as an
+    earlier run wrote them (each section records its own date and command)."""
     lines = [
         "# llmstd scale benchmark",
         "",
-        "Written by `benchmarks/bench.py`; do not edit by hand. Rerun with `make bench`.",
+        "Written by `benchmarks/bench.py`; do not edit by hand. Rerun with `make bench` (or `--shapes` for some).",
         "",
-        f"- date: {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
-        f"- machine: {_machine()}",
-        f"- command: `{shlex.join(argv)}`",
-        f"- {runs} round(s); each round runs every command once in the order listed; a row's figures are the "
-        "medians over the rounds; peak RSS is the command's own process's (GNU time %M)",
+        "- each section: its date, machine and exact command; its rounds run every command once in the order "
+        "listed; a row's figures are the medians over the rounds; peak RSS is the command's own process's (GNU "
+        "time %M)",
         "- before every command: its previous output removed, `sync`, sources in the page cache, and free memory "
         "primed (see benchmarks/measure.py)"
         + (" -- this VM's host reclaims freed guest memory (virtio-balloon free page reporting), which without "
@@ -206,10 +261,19 @@ def write_results(path: Path, results: list[tuple[list[Row], dict]], runs: int, 
         "before the atomic rename), so each wall-time target is checked against both",
         "",
     ]
+    kept = _sections(path.read_text(encoding="utf-8")) if path.exists() else {}
+    fresh = {info["shape"] for _, info in results}
+    for shape, text in kept.items():
+        if shape not in fresh:
+            lines += [text.rstrip("\n"), ""]
     for rows, info in results:
         lines += [
             f"## {info['shape']} ({info['dtype']}, {info['bytes'] / 1e9:.2f} GB, shards of {info['shard'] or 'one file'}, "
             f"largest tensor {info['largest_tensor_mb']:.0f} MB)",
+            "",
+            f"- date: {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}; {runs} round(s)",
+            f"- machine: {_machine()}",
+            f"- command: `{shlex.join(argv)}`",
             "",
             "| what | wall (s) | peak RSS (MB) | runs (s) | command |",
             "|---|---:|---:|---|---|",
@@ -233,12 +297,13 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=HERE / "RESULTS.md")
     parser.add_argument("--no-hf", action="store_true", help="skip Hugging Face's routes")
     parser.add_argument("--no-check", action="store_true", help="skip llmstd check")
-    parser.add_argument("--smoke", action="store_true", help="one run on a tiny shape without Hugging Face's routes")
+    parser.add_argument("--no-generation", action="store_true", help="skip the generation-speed rows")
+    parser.add_argument("--smoke", action="store_true", help="one run on tiny shapes without Hugging Face's routes")
     args = parser.parse_args()
     if args.smoke:
-        args.shapes, args.runs, args.no_hf = "llama-tiny", 1, True
+        args.shapes, args.runs, args.no_hf = "llama-tiny,mixtral-tiny", 1, True
     args.workdir.mkdir(parents=True, exist_ok=True)
-    results = [bench_shape(s, args.workdir, args.runs, not args.no_hf, not args.no_check)
+    results = [bench_shape(s, args.workdir, args.runs, not args.no_hf, not args.no_check, not args.no_generation)
                for s in args.shapes.split(",")]
     write_results(args.results, results, args.runs, [Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
     print(f"wrote {args.results}")

@@ -2,6 +2,8 @@
 
     python benchmarks/hf_routes.py tf-h5 SRC_HF_DIR OUT_DIR     # TF*.from_pretrained(from_pt=True).save_pretrained
     python benchmarks/hf_routes.py onnx SRC_HF_DIR OUT_DIR      # torch.onnx.export of the loaded model
+    python benchmarks/hf_routes.py optimum SRC_HF_DIR OUT_DIR   # Optimum's exporter (text-generation-with-past);
+                                                                # run by an interpreter that has optimum-onnx
     python benchmarks/hf_routes.py tf-h5 SRC OUT --supported    # exit 0 if a route exists for this model
 """
 
@@ -28,6 +30,11 @@ def main() -> int:
     if "--supported" in sys.argv:
         return 0
     out.mkdir(parents=True, exist_ok=True)
+    if fmt == "optimum":
+        from optimum.exporters.onnx import main_export
+
+        main_export(str(src), output=out, task="text-generation-with-past", no_post_process=False)
+        return 0
     if fmt == "tf-h5":
         import transformers
 

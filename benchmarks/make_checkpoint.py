@@ -16,7 +16,7 @@ import numpy as np
 
 from llmstd import dtypes, vocab
 from llmstd.checkpoint import Checkpoint
-from llmstd.config import ADDED_IN_1_2, CanonicalConfig
+from llmstd.config import ADDED_IN_1_2, ADDED_IN_1_3, CanonicalConfig
 from llmstd.conversion import parse_size
 from llmstd.formats import WriteOptions, hf
 from llmstd.tensors import LazyTensor
@@ -35,6 +35,9 @@ GPT2 = dict(
     attn_out_bias=True, mlp_bias=True, lm_head_bias=False, tie_word_embeddings=True, parallel_residual=False,
     type_vocab_size=0, pooler=False, sliding_window=None, bos_token_id=50256, eos_token_id=50256, pad_token_id=None,
 )
+# Mixtral's layout: every layer a top-2 mixture of 8 SwiGLU experts.
+MIXTRAL = dict(LLAMA, architecture="mixtral", rope_theta=1000000.0, num_experts=8, experts_per_token=2,
+               moe_normalize_weights=True, shared_expert_intermediate_size=0, shared_expert_gate=False)
 SHAPES = {
     # ~0.5B parameters: Llama layout at d_model 1536.
     "llama-500m": dict(LLAMA, vocab_size=32000, hidden_size=1536, num_layers=16, num_heads=16, num_kv_heads=4,
@@ -44,6 +47,12 @@ SHAPES = {
                        head_dim=64, rotary_dim=64, intermediate_size=5632),
     "gpt2-medium": dict(GPT2, vocab_size=50257, hidden_size=1024, num_layers=24, num_heads=16, num_kv_heads=16,
                         head_dim=64, intermediate_size=4096, max_positions=1024),
+    # Mixtral-shaped, 2.3 GB in bfloat16: 8 experts per layer, each layer's packed gate_up_proj 117 MB.
+    "mixtral-2.3b": dict(MIXTRAL, vocab_size=32000, hidden_size=1024, num_layers=12, num_heads=16, num_kv_heads=4,
+                         head_dim=64, rotary_dim=64, intermediate_size=3584, moe_intermediate_size=3584,
+                         moe_layers=list(range(12))),
+    "mixtral-tiny": dict(MIXTRAL, vocab_size=512, hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
+                         head_dim=16, rotary_dim=16, intermediate_size=96, moe_intermediate_size=96, moe_layers=[0, 1]),
     "llama-tiny": dict(LLAMA, vocab_size=512, hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
                        head_dim=16, rotary_dim=16, intermediate_size=128),
 }
@@ -61,7 +70,7 @@ class RandomTensor(LazyTensor):
 
 
 def make(shape: str, out: Path, dtype: str = "bfloat16", shard_size: str | None = None) -> Path:
-    config = CanonicalConfig(dtype=dtype, **ADDED_IN_1_2, **SHAPES[shape])
+    config = CanonicalConfig(dtype=dtype, **{**ADDED_IN_1_2, **ADDED_IN_1_3, **SHAPES[shape]})
     tensors = {name: RandomTensor(s, dtype, seed) for seed, (name, s) in enumerate(vocab.expected_tensors(config).items())}
     ckpt = Checkpoint(path=out, format="canonical", container="generated", dialect="canonical", config=config,
                       tensors=tensors, files=[])

@@ -44,6 +44,9 @@ def convert(
     onnx_package: Annotated[str, typer.Option(
         "--onnx-package", help="For --to onnx: plain | genai (adds genai_config.json for onnxruntime-genai).")
     ] = "plain",
+    experts: Annotated[str, typer.Option(
+        "--experts", help="Mixture-of-experts layout for --to hf: per-expert (transformers' default save) | packed "
+                          "(transformers 5 save_original_format=False).")] = "per-expert",
     force: Annotated[bool, typer.Option("--force", help="Allow casts that overflow to inf or flush to zero.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing destination atomically.")] = False,
     json_out: Json = False,
@@ -52,7 +55,7 @@ def convert(
     console = Console(stderr=True)
     if json_out or not console.is_terminal:
         report = llmstd.convert(src, dst, to=to, arch=arch, dtype=dtype, shard_size=shard_size, weights=weights,
-                                onnx_package=onnx_package, force=force, overwrite=overwrite)
+                                onnx_package=onnx_package, experts=experts, force=force, overwrite=overwrite)
     else:
         with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
                       console=console, transient=True) as bar:
@@ -62,7 +65,8 @@ def convert(
                 bar.update(task, advance=nbytes, total=total, description=name[-40:])
 
             report = llmstd.convert(src, dst, to=to, arch=arch, dtype=dtype, shard_size=shard_size,
-                                    weights=weights, onnx_package=onnx_package, force=force, overwrite=overwrite,
+                                    weights=weights, onnx_package=onnx_package, experts=experts, force=force,
+                                    overwrite=overwrite,
                                     progress=progress)
     if json_out:
         print_json(report.to_dict())

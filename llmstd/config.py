@@ -67,6 +67,18 @@ class CanonicalConfig:
     final_logit_softcap: float | None  # logits -> tanh(logits / cap) * cap
     rope_theta_sliding: float | None  # rotary base of sliding layers (None: rope_theta)
     rope_scaling_sliding: dict[str, JsonValue] | None  # their scaling, with rope_theta_sliding
+    # Mixture of experts (spec 1.3). In the layers listed by moe_layers the MLP is replaced by
+    # num_experts gated MLPs of moe_intermediate_size: a router scores them (softmax in float32),
+    # each token uses the experts_per_token best, weighted by their probabilities (renormalised to
+    # sum 1 when moe_normalize_weights); a shared expert of shared_expert_intermediate_size (0: none)
+    # adds its output for every token, scaled by sigmoid(shared_gate(x)) when shared_expert_gate.
+    num_experts: int  # 0: no mixture-of-experts layers
+    experts_per_token: int
+    moe_intermediate_size: int
+    moe_layers: list[int]
+    moe_normalize_weights: bool
+    shared_expert_intermediate_size: int
+    shared_expert_gate: bool
     bos_token_id: int | list[int] | None
     eos_token_id: int | list[int] | None
     pad_token_id: int | list[int] | None
@@ -121,6 +133,13 @@ ADDED_IN_1_2: dict[str, JsonValue] = {
     "attention_scale_dim": None, "attn_logit_softcap": None, "final_logit_softcap": None,
     "rope_theta_sliding": None, "rope_scaling_sliding": None,
 }
+#: Fields added in spec 1.3 (mixture of experts), with their values for a dense model.
+ADDED_IN_1_3: dict[str, JsonValue] = {
+    "num_experts": 0, "experts_per_token": 0, "moe_intermediate_size": 0, "moe_layers": [],
+    "moe_normalize_weights": False, "shared_expert_intermediate_size": 0, "shared_expert_gate": False,
+}
+#: Experts per layer llmstd accepts: a hostile config must not make it enumerate millions of names.
+MAX_EXPERTS = 4096
 _HINTS = typing.get_type_hints(CanonicalConfig)
 
 
@@ -213,9 +232,32 @@ def validate_config(c: CanonicalConfig) -> None:
             problem = scaling_problem(c.rope_scaling_sliding)
             if problem:
                 raise ConfigError(f"field 'rope_scaling_sliding': {problem}")
+    _validate_moe(c)
     if c.norm_kind == "rmsnorm" and c.norm_bias:
         raise ConfigError("RMSNorm has no bias; norm_bias must be false with norm_kind='rmsnorm'")
     if c.head == "masked_lm" and c.causal:
         raise ConfigError("a masked-LM head needs bidirectional attention; causal must be false")
     if c.head == "base" and c.tie_word_embeddings and c.lm_head_bias:
         raise ConfigError("a base model has no LM head, so lm_head_bias must be false")
+
+
+def _validate_moe(c: CanonicalConfig) -> None:
+    if not 0 <= c.num_experts <= MAX_EXPERTS:
+        raise ConfigError(f"field 'num_experts' is {c.num_experts}; llmstd accepts 0 to {MAX_EXPERTS}")
+    if c.num_experts == 0:
+        dense = {k: v for k, v in ADDED_IN_1_3.items() if k != "num_experts" and getattr(c, k) != v}
+        if dense:
+            raise ConfigError(f"a model without experts (num_experts = 0) must not set {', '.join(sorted(dense))}")
+        return
+    if not 0 < c.experts_per_token <= c.num_experts:
+        raise ConfigError(f"field 'experts_per_token' ({c.experts_per_token}) must be between 1 and num_experts "
+                          f"({c.num_experts})")
+    if c.moe_intermediate_size <= 0:
+        raise ConfigError(f"field 'moe_intermediate_size' must be positive, got {c.moe_intermediate_size}")
+    if c.moe_layers != sorted(set(c.moe_layers)) or any(not 0 <= i < c.num_layers for i in c.moe_layers):
+        raise ConfigError(f"field 'moe_layers' must list distinct layer indices below num_layers ({c.num_layers}) "
+                          f"in increasing order, got {c.moe_layers!r}")
+    if c.shared_expert_intermediate_size < 0:
+        raise ConfigError("field 'shared_expert_intermediate_size' must be >= 0 (0: no shared expert)")
+    if c.shared_expert_gate and c.shared_expert_intermediate_size == 0:
+        raise ConfigError("field 'shared_expert_gate' needs a shared expert (shared_expert_intermediate_size > 0)")

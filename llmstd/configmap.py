@@ -72,12 +72,11 @@ def _literal_or_expr(value: Any, scope: Mapping[str, Any], framework: Mapping[st
 def _keys_derived_from(nmap: NamingMap) -> set[str]:
     """Framework keys that expressions read with key(): understood, and carried verbatim (in extras)
     so that writing reproduces them and the derived field is checked against them."""
-    found: set[str] = set()
-    for rule in nmap.fields.values():
-        for value in (rule.fixed, rule.default):
-            if expr.is_expression(value):
-                found |= expr.keys_read(value)
-    return found
+    return {k for rule in nmap.fields.values() for k in _keys_derived_from_rule(rule)}
+
+
+def _keys_derived_from_rule(rule: FieldRule) -> set[str]:
+    return {k for value in (rule.fixed, rule.default) if expr.is_expression(value) for k in expr.keys_read(value)}
 
 
 def _pending_names(rule: FieldRule) -> set[str]:
@@ -121,7 +120,12 @@ def read_config(
         for name, rule in list(pending.items()):
             if not _pending_names(rule) <= set(values) | set(implicit):
                 continue
-            values[name] = _read_field(nmap, rule, raw, {**implicit, **values}, present, consumed, source)
+            try:
+                values[name] = _read_field(nmap, rule, raw, {**implicit, **values}, present, consumed, source)
+            except (expr.ExpressionError, TypeError) as exc:  # a key of the wrong type in a hostile config
+                keys = sorted(_keys_derived_from_rule(rule)) or [rule.key or name]
+                raise ConfigError(f"cannot derive canonical '{name}' from {', '.join(map(repr, keys))}: {exc}",
+                                  file=source, hint="fix the key's value in config.json") from None
             del pending[name]
             progressed = True
         if not progressed:

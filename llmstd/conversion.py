@@ -92,6 +92,7 @@ def convert(
     shard_size: str | int | None = None,
     weights: str = "safetensors",
     onnx_package: str = "plain",
+    experts: str = "per-expert",
     force: bool = False,
     overwrite: bool = False,
     progress: Progress | None = None,
@@ -107,11 +108,15 @@ def convert(
         raise LlmstdError(f"unknown weights format {weights!r}", hint="choose safetensors or bin")
     if onnx_package != "plain" and to != "onnx":
         raise LlmstdError(f"--onnx-package {onnx_package} applies to --to onnx, not --to {to}")
+    if experts not in formats.EXPERT_LAYOUTS:
+        raise LlmstdError(f"unknown experts layout {experts!r}", hint=f"choose {' or '.join(formats.EXPERT_LAYOUTS)}")
+    if experts != "per-expert" and to != "hf":
+        raise LlmstdError(f"--experts {experts} applies to --to hf, not --to {to}")
     ckpt = cast_checkpoint(load(src, arch=arch), dtype, force=force)
     check_not_overlapping([src, *ckpt.files], dst)
     total = ckpt.nbytes
     options = formats.WriteOptions(
-        shard_size=parse_size(shard_size), weights=weights, onnx_package=onnx_package,
+        shard_size=parse_size(shard_size), weights=weights, onnx_package=onnx_package, experts=experts,
         progress=(lambda name, nbytes: progress(name, nbytes, total)) if progress else None,
     )
     try:

@@ -3,7 +3,8 @@
 Maps declare defaults and transform parameters in terms of config fields. Expressions are parsed
 with :mod:`ast` and evaluated over a whitelist of node types — never with ``eval`` — so a map file
 cannot run code. Besides arithmetic, comparisons and ``and``/``or``/``not`` they may use
-``a if c else b``, a list built over ``range(n)`` (``[... for i in range(num_layers)]``), ``**``
+``a if c else b``, ``in`` and ``not in`` a list, a list built over ``range(n)`` with an optional
+condition (``[i for i in range(num_layers) if i not in key('mlp_only_layers', [])]``), ``**``
 and the functions ``int``, ``float``, ``min``, ``max`` and ``key``: ``key('rotary_pct', 0.25)`` is
 the value of a *framework* config key (or of the first present of a list of keys), or the default
 when absent -- for defaults that transformers derives from keys with no canonical field of their
@@ -61,6 +62,16 @@ class ExpressionError(ValueError):
     pass
 
 
+def _member(item: Any, container: Any) -> bool:
+    if not isinstance(container, (list, tuple)):
+        raise ExpressionError(f"'in' needs a list, got {container!r}")
+    return item in container
+
+
+_CMPOPS[ast.In] = _member
+_CMPOPS[ast.NotIn] = lambda item, container: not _member(item, container)
+
+
 def is_expression(value: object) -> bool:
     return isinstance(value, str) and value.startswith("=")
 
@@ -103,8 +114,9 @@ def _parse(text: str) -> ast.Expression:
                                            or node.func.id not in (*_FUNCTIONS, KEY_FUNCTION)):
             raise ExpressionError(f"expression {text!r} calls something other than "
                                   f"{', '.join((*_FUNCTIONS, KEY_FUNCTION))}")
-        if isinstance(node, ast.comprehension) and (node.ifs or node.is_async or not isinstance(node.target, ast.Name)):
-            raise ExpressionError(f"expression {text!r}: a comprehension binds one name, without conditions")
+        if isinstance(node, ast.comprehension) and (len(node.ifs) > 1 or node.is_async
+                                                    or not isinstance(node.target, ast.Name)):
+            raise ExpressionError(f"expression {text!r}: a comprehension binds one name, with at most one condition")
     return tree
 
 
@@ -136,7 +148,8 @@ def evaluate(text: str, scope: Mapping[str, Any], framework: Mapping[str, Any] |
             out = []
             for item in ev(generator.iter):
                 local[generator.target.id] = item
-                out.append(ev(node.elt))
+                if all(ev(condition) for condition in generator.ifs):
+                    out.append(ev(node.elt))
             local.pop(generator.target.id, None)
             return out
         if isinstance(node, ast.Constant):

@@ -18,7 +18,7 @@ from llmstd.config import CanonicalConfig
 from llmstd.errors import MappingError, name_list
 from llmstd.findings import Findings, refuse, refuse_each
 from llmstd.maps import DialectName, Entry, NamingMap
-from llmstd.tensors import DerivedTensor, LazyTensor, same_bytes
+from llmstd.tensors import DerivedTensor, LazyTensor, concat, same_bytes
 
 T = TypeVar("T")
 
@@ -46,13 +46,24 @@ class MappingReport:
 
 def _regex(pattern: str, prefix: str) -> re.Pattern[str]:
     text = re.escape(pattern.replace("{prefix}", prefix)).replace(r"\{i\}", r"(?P<i>0|[1-9]\d*)")
-    text = text.replace(r"\{\*\}", r".+")
+    text = text.replace(r"\{e\}", r"(?P<e>0|[1-9]\d*)").replace(r"\{\*\}", r".+")
     return re.compile(text + r"\Z")
 
 
-def _instantiate(pattern: str, prefix: str, layer: int | None) -> str:
+def _instantiate(pattern: str, prefix: str, layer: int | None, expert: int | None = None) -> str:
     name = pattern.replace("{prefix}", prefix)
-    return name.replace("{i}", str(layer)) if layer is not None else name
+    name = name.replace("{i}", str(layer)) if layer is not None else name
+    return name.replace("{e}", str(expert)) if expert is not None else name
+
+
+def canonical_names(entry: Entry, layer: int | None, expert: int | None, num_experts: int) -> list[str]:
+    """The canonical tensors one dialect tensor of ``entry`` stands for: of one expert, or -- for a
+    packed dialect tensor (``expert`` None) of a per-expert entry -- of every expert in turn."""
+    names = [_instantiate(p, "", layer) for p in entry.canonical]
+    if not entry.per_expert:
+        return names
+    experts = [expert] if expert is not None else list(range(num_experts))
+    return [n.replace("{e}", str(x)) for x in experts for n in names]
 
 
 @dataclass(frozen=True)
@@ -61,6 +72,7 @@ class _Match:
     dname: DialectName
     layer: int | None
     alias: bool
+    expert: int | None = None
 
 
 class DialectMatcher:
@@ -82,7 +94,8 @@ class DialectMatcher:
             m = regex.match(name)
             if m:
                 layer = int(m.group("i")) if "i" in regex.groupindex else None
-                return _Match(entry, dname, layer, alias)
+                expert = int(m.group("e")) if "e" in regex.groupindex else None
+                return _Match(entry, dname, layer, alias, expert)
         return None
 
     def ignore_reason(self, name: str) -> str | None:
@@ -97,7 +110,7 @@ class DialectMatcher:
         for name in names:
             m = self.match(name)
             if m and not m.alias:
-                out.update(p.replace("{i}", str(m.layer)) for p in m.entry.canonical)
+                out.update(_instantiate(p, "", m.layer, m.expert) for p in m.entry.canonical)
                 out.update(m.entry.canonical)  # the bare pattern too, so rules can name "{i}" tensors
         return out
 
@@ -128,7 +141,7 @@ def to_canonical(
     scope = config.to_dict()
 
     unmapped: list[str] = []
-    groups: dict[tuple[int, int | None], tuple[_Match, str]] = {}
+    groups: dict[tuple[int, int | None, int | None], tuple[_Match, str]] = {}
     aliases: list[tuple[str, _Match]] = []
     for name in tensors:
         m = matcher.match(name)
@@ -142,7 +155,7 @@ def to_canonical(
         if m.alias:
             aliases.append((name, m))
         else:
-            groups[(nmap.entries.index(m.entry), m.layer)] = (m, name)
+            groups[(nmap.entries.index(m.entry), m.layer, m.expert)] = (m, name)
     if unmapped:
         hint = "add them to the map, list them under 'ignore' with a reason, or choose another --arch"
         refuse_each(findings, MappingError(
@@ -154,8 +167,8 @@ def to_canonical(
     out: dict[str, LazyTensor] = {}
     reported: set[str] = set()  # canonical names whose tensor is stored but wrong (not also "missing")
     unexpected: dict[str, list[str]] = {}  # source name -> the canonical names it would give
-    for (_, layer), (m, name) in groups.items():
-        canonical = [p.replace("{i}", str(layer)) for p in m.entry.canonical]
+    for (_, layer, expert), (m, name) in groups.items():
+        canonical = canonical_names(m.entry, layer, expert, config.num_experts)
         steps = transforms.resolve(m.dname.steps, scope)
         if canonical and all(c in tied for c in canonical):
             target = tied[canonical[0]]
@@ -183,9 +196,14 @@ def to_canonical(
                 tensor=name, file=source, hint=hint) for cname, shape in wrong]
             refuse_each(findings, problems[0], [("shape_mismatch", p) for p in problems])
             continue
-        fan_out = _FanOut(steps, source_tensor, len(canonical))
-        for k, (cname, shape) in enumerate(zip(canonical, shapes)):
-            out[cname] = fan_out.output(k, shape, f"{name} -> {cname}") if steps else source_tensor
+        ranges = transforms.flat_ranges(steps, source_tensor.shape) if steps else None
+        if ranges is not None:  # each canonical tensor is a run of the source's bytes: read only that run
+            for cname, (start, shape) in zip(canonical, ranges):
+                out[cname] = source_tensor.part(start, shape, f"{name} -> {cname}")
+        else:
+            fan_out = _FanOut(steps, source_tensor, len(canonical))
+            for k, (cname, shape) in enumerate(zip(canonical, shapes)):
+                out[cname] = fan_out.output(k, shape, f"{name} -> {cname}") if steps else source_tensor
         if steps:
             report.transforms.append({"source": name, "canonical": canonical,
                                       "transforms": [s.describe() for s in m.dname.steps]})
@@ -213,7 +231,7 @@ def to_canonical(
                 hint="set tie_word_embeddings to false in config.json if the model really has a separate head",
             ))
     for name, m in aliases:
-        primary = _instantiate(m.dname.name, prefix, m.layer)
+        primary = _instantiate(m.dname.name, prefix, m.layer, m.expert)
         if primary not in tensors or not same_bytes(tensors[name], tensors[primary]):
             refuse(findings, "alias_mismatch", MappingError(
                 f"is declared an alias of '{primary}' but differs from it or it is missing", tensor=name, file=source))
@@ -335,8 +353,9 @@ def from_canonical(
     layers: list[int | None]
     for entry, dname in nmap.entries_for(dialect):
         layers = list(range(config.num_layers)) if entry.per_layer else [None]
-        for layer in layers:
-            canonical = [p.replace("{i}", str(layer)) for p in entry.canonical]
+        experts: list[int | None] = list(range(config.num_experts)) if "{e}" in dname.name else [None]
+        for layer, expert in ((i, e) for i in layers for e in experts):
+            canonical = canonical_names(entry, layer, expert, config.num_experts)
             have = [c in tensors for c in canonical]
             if not any(have):
                 continue
@@ -345,13 +364,17 @@ def from_canonical(
                 raise MappingError(f"cannot build '{dname.name}' without {', '.join(missing)}", file=nmap.path)
             steps = transforms.resolve(dname.steps, scope)
             sources = [tensors[c] for c in canonical]
-            name = _instantiate(dname.name, prefix, layer)
+            name = _instantiate(dname.name, prefix, layer, expert)
             if steps:
                 (shape,) = transforms.inverse_shapes(steps, [s.shape for s in sources])
-                description = f"{', '.join(canonical)} -> {name}"
-                out[name] = _cancelled(sources, steps, shape, description) or DerivedTensor(
-                    sources, lambda xs, st=steps: transforms.apply_inverse(st, xs)[0], shape, sources[0].dtype,
-                    description)
+                description = f"{', '.join(canonical[:3])}{', ...' if len(canonical) > 3 else ''} -> {name}"
+                if transforms.flat_ranges(steps, shape) is not None:
+                    # The inverse lays the canonical tensors end to end: stream them, never stack them.
+                    out[name] = concat(sources, shape, description)
+                else:
+                    out[name] = _cancelled(sources, steps, shape, description) or DerivedTensor(
+                        sources, lambda xs, st=steps: transforms.apply_inverse(st, xs)[0], shape, sources[0].dtype,
+                        description)
             else:
                 out[name] = sources[0]
             covered.update(canonical)

@@ -104,6 +104,10 @@ class Entry:
     def per_layer(self) -> bool:
         return "{i}" in self.canonical[0]
 
+    @property
+    def per_expert(self) -> bool:
+        return "{e}" in self.canonical[0]
+
 
 @dataclass(frozen=True)
 class Dialect:
@@ -111,6 +115,10 @@ class Dialect:
     description: str
     heads: dict[str, Head] = field(hash=False)
     ignore: tuple[Ignore, ...] = ()
+    #: A dialect that differs from another in a few names only (transformers 5's packed experts)
+    #: says ``inherits = "hf"``: an entry without a name of its own uses that dialect's name
+    #: (``dialect = false`` in the entry opts out), and so do its heads and ignore list.
+    inherits: str | None = None
 
 
 @dataclass(frozen=True)
@@ -239,6 +247,7 @@ def _parse_dialect_name(path: Path, where: str, spec: Any, per_layer: bool, n_ca
     _check_placeholders(path, where, name, allowed)
     if per_layer != ("{i}" in name):
         raise _err(path, where, f"name '{name}' must contain {{i}} exactly when the canonical name does")
+    packed = "e" in allowed and "{e}" not in name  # one tensor holding every expert
     steps = []
     for k, raw in enumerate(spec.get("transforms", [])):
         try:
@@ -249,7 +258,10 @@ def _parse_dialect_name(path: Path, where: str, spec: Any, per_layer: bool, n_ca
         if unknown:
             raise _err(path, f"{where}.transforms[{k}]", f"refers to unknown config field(s) {', '.join(unknown)}")
         steps.append(step)
-    if not any(s.referenced_names() for s in steps):
+    if packed and not steps:
+        raise _err(path, where, f"name '{name}' holds every expert (it has no {{e}}), so it needs transforms that "
+                                "unstack them")
+    if not packed and not any(s.referenced_names() for s in steps):
         # With literal parameters the fan-out is known now; check it against the canonical names.
         try:
             n_in, n_out = transforms.chain_arity(transforms.resolve(steps, {}))
@@ -268,9 +280,10 @@ def _parse_dialect(path: Path, name: str, spec: Any) -> Dialect:
     where = f"dialects.{name}"
     if name not in vocab.DIALECTS:
         raise _err(path, where, f"unknown dialect '{name}'", hint=f"known dialects: {', '.join(vocab.DIALECTS)}")
-    _check_keys(path, where, spec, ("description", "heads", "ignore"), ("heads",))
+    inherits = spec.get("inherits") if isinstance(spec, Mapping) else None
+    _check_keys(path, where, spec, ("description", "heads", "ignore", "inherits"), () if inherits else ("heads",))
     heads = {}
-    for head, hspec in spec["heads"].items():
+    for head, hspec in spec.get("heads", {}).items():
         if head not in vocab.HEADS:
             raise _err(path, f"{where}.heads.{head}", f"unknown head '{head}'", hint=f"heads: {', '.join(vocab.HEADS)}")
         _check_keys(path, f"{where}.heads.{head}", hspec, ("class", "prefix"), ("class",))
@@ -282,7 +295,7 @@ def _parse_dialect(path: Path, name: str, spec: Any) -> Dialect:
         # every weight, and an ignore can never hide a tensor that an entry maps (entries match first).
         _check_placeholders(path, f"{where}.ignore[{k}]", ig["pattern"], {"i", "prefix", "*"})
         ignores.append(Ignore(ig["pattern"], ig["reason"]))
-    return Dialect(name, spec.get("description", ""), heads, tuple(ignores))
+    return Dialect(name, spec.get("description", ""), heads, tuple(ignores), inherits)
 
 
 def _parse_keys(path: Path, config: Mapping[str, Any], fields: Mapping[str, FieldRule]) -> dict[str, KeyRule]:
@@ -351,6 +364,15 @@ def parse_map(path: Path, data: Mapping[str, Any], *, extends: tuple[str, ...] =
     keys = _parse_keys(path, config, fields)
 
     dialects = {name: _parse_dialect(path, name, spec) for name, spec in data.get("dialects", {}).items()}
+    for name, dialect in list(dialects.items()):
+        if dialect.inherits is None:
+            continue
+        parent = dialects.get(dialect.inherits)
+        if parent is None or parent.inherits is not None:
+            raise _err(path, f"dialects.{name}.inherits", f"names '{dialect.inherits}', which is no dialect of this "
+                                                         "map that inherits from none")
+        dialects[name] = Dialect(name, dialect.description or parent.description,
+                                 {**parent.heads, **dialect.heads}, parent.ignore + dialect.ignore, dialect.inherits)
 
     entries = []
     seen: dict[tuple[str, str], int] = {}
@@ -367,17 +389,31 @@ def parse_map(path: Path, data: Mapping[str, Any], *, extends: tuple[str, ...] =
         per_layer = {"{i}" in c for c in canonical}
         if len(per_layer) != 1:
             raise _err(path, f"{where}.canonical", "fused canonical names must all be per-layer or all global")
+        if len({"{e}" in c for c in canonical}) != 1:
+            raise _err(path, f"{where}.canonical", "fused canonical names must all be per-expert or none")
+        placeholders = {"prefix", "e"} if "{e}" in canonical[0] else {"prefix"}
         entry_dialects = {}
         for dname, dspec in raw.items():
             if dname == "canonical":
+                continue
+            if dspec is False:
+                if dname not in dialects or dialects[dname].inherits is None:
+                    raise _err(path, f"{where}.{dname}", "'false' opts an entry out of an inheriting dialect; "
+                                                        f"'{dname}' inherits from none")
                 continue
             if dname not in dialects:
                 raise _err(path, f"{where}.{dname}",
                            f"unknown key '{dname}' (not a dialect declared under [dialects])",
                            hint=f"declared dialects: {', '.join(dialects)}")
             entry_dialects[dname] = _parse_dialect_name(
-                path, f"{where}.{dname}", dspec, "{i}" in canonical[0], len(canonical), {"prefix"}
+                path, f"{where}.{dname}", dspec, "{i}" in canonical[0], len(canonical), placeholders
             )
+        for dname, dialect in dialects.items():
+            parent = dialect.inherits
+            if parent is not None and dname not in entry_dialects and raw.get(dname) is not False \
+                    and parent in entry_dialects:
+                entry_dialects[dname] = entry_dialects[parent]
+        for dname in entry_dialects:
             for cname in canonical:
                 if (dname, cname) in seen:
                     raise _err(path, f"{where}.canonical",
@@ -463,10 +499,10 @@ def compose(base: Mapping[str, Any], child: Mapping[str, Any], path: Path) -> di
             merged = {}
             tensors.append(merged)
         for dialect, name in entry.items():
-            if name is False:
-                merged.pop(dialect, None)
+            if name is False and dialect in merged:
+                del merged[dialect]  # drops the base's name
             else:
-                merged[dialect] = name
+                merged[dialect] = name  # (false for a name the base lacks: opts out of an inheriting dialect)
     if tensors:
         out["tensors"] = tensors
     return out

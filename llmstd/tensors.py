@@ -46,6 +46,16 @@ class LazyTensor:
     def sha256(self) -> str:
         return hashlib.sha256(np.ascontiguousarray(self.load()).view(np.uint8).data).hexdigest()
 
+    def part(self, start: int, shape: Sequence[int], description: str) -> LazyTensor:
+        """Elements ``[start, start + prod(shape))`` of this tensor in C order, as a tensor of ``shape``
+        (one expert of a packed tensor, q of a fused qkv): only that range is ever read."""
+        count = math.prod(shape)
+
+        def compute(arrays: list[np.ndarray]) -> np.ndarray:
+            return np.ascontiguousarray(arrays[0].reshape(-1)[start:start + count]).reshape(tuple(shape))
+
+        return DerivedTensor([self], compute, shape, self.dtype, description)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(shape={self.shape}, dtype={self.dtype.name})"
 
@@ -87,6 +97,7 @@ class FileSliceTensor(LazyTensor):
         self.dtype = dtype
         self.big_endian = big_endian
         self._verify = verify
+        self.whole: FileSliceTensor | None = None  # the tensor this one is a part of (see part)
 
     @property
     def is_plain(self) -> bool:
@@ -117,6 +128,13 @@ class FileSliceTensor(LazyTensor):
         if self.big_endian:
             array = array.astype(self.dtype.numpy)
         return array
+
+    def part(self, start: int, shape: Sequence[int], description: str) -> LazyTensor:
+        if not self.is_plain:
+            return super().part(start, shape, description)
+        piece = FileSliceTensor(self.path, self.offset + start * self.dtype.itemsize, shape, self.dtype)
+        piece.whole = self  # so that the parts laid end to end again are this very tensor (see concat)
+        return piece
 
     def copy_to(self, out_fd: int) -> None:
         """Copy this tensor's bytes into ``out_fd`` at its current position, kernel to kernel."""
@@ -157,6 +175,50 @@ class DerivedTensor(LazyTensor):
         return array
 
 
+class ConcatTensor(LazyTensor):
+    """Tensors laid end to end in C order, as one tensor of ``shape`` (experts packed into one, q|k|v
+    fused): the inverse of :meth:`LazyTensor.part`. Loading holds the result and one part; when every
+    part is a plain file slice, writers copy the parts kernel to kernel and hold none."""
+
+    def __init__(self, parts: Sequence[LazyTensor], shape: Sequence[int], description: str) -> None:
+        self.parts = tuple(parts)
+        self.shape = tuple(int(d) for d in shape)
+        self.dtype = self.parts[0].dtype
+        self.description = description
+        if sum(p.numel for p in self.parts) != self.numel or any(p.dtype != self.dtype for p in self.parts):
+            raise AssertionError(f"'{description}': parts do not make up {self.shape} {self.dtype.name}")
+
+    @property
+    def is_plain(self) -> bool:
+        return all(is_plain_slice(p) for p in self.parts)
+
+    def load(self) -> np.ndarray:
+        out = np.empty(self.numel, dtype=self.dtype.numpy)
+        at = 0
+        for part in self.parts:
+            out[at:at + part.numel] = part.load().reshape(-1)
+            at += part.numel
+        return out.reshape(self.shape)
+
+    def copy_to(self, out_fd: int) -> None:
+        for part in self.parts:
+            part.copy_to(out_fd)  # type: ignore[attr-defined]
+
+
+def concat(parts: Sequence[LazyTensor], shape: Sequence[int], description: str) -> LazyTensor:
+    """``parts`` end to end as one tensor of ``shape``; parts that are adjacent byte ranges of one
+    file (a packed tensor that was unpacked) become that byte range again."""
+    first = parts[0]
+    if all(isinstance(p, FileSliceTensor) and p.is_plain for p in parts):
+        slices: list[FileSliceTensor] = list(parts)  # type: ignore[arg-type]
+        if all(b.path == first.path and b.offset == a.offset + a.nbytes for a, b in zip(slices, slices[1:])):
+            whole = slices[0].whole
+            if whole is not None and (whole.offset, whole.shape) == (slices[0].offset, tuple(shape)):
+                return whole  # the tensor the parts were cut from, as the reader handed it out
+            return FileSliceTensor(slices[0].path, slices[0].offset, shape, first.dtype)
+    return ConcatTensor(parts, shape, description)
+
+
 class CastTensor(LazyTensor):
     """A tensor cast to another dtype on load, refusing lossy casts unless forced."""
 
@@ -187,8 +249,9 @@ def same_bytes(a: LazyTensor, b: LazyTensor) -> bool:
 
 
 def is_plain_slice(tensor: LazyTensor) -> bool:
-    """True when a writer may copy the tensor's bytes straight from its file (see :func:`stream`)."""
-    return isinstance(tensor, FileSliceTensor) and tensor.is_plain
+    """True when a writer may copy the tensor's bytes straight from its file(s) with ``copy_to``
+    (see :func:`stream`)."""
+    return isinstance(tensor, (FileSliceTensor, ConcatTensor)) and tensor.is_plain
 
 
 _WRITEBACK_MIN = 8 * 1024 * 1024

@@ -128,6 +128,35 @@ _register(TransformKind(
 ))
 
 
+# --- unstack / stack of expert tensors ---------------------------------------------------------
+# transformers 5 packs a mixture-of-experts layer's experts into one tensor ([experts, out, in]);
+# canonical stores each expert on its own. Unstacking along axis 0 keeps every expert a contiguous
+# run of the packed tensor's bytes, so it is a byte range, never a copy (see :func:`flat_ranges`).
+
+
+def _unstack_shapes(shapes: list[Shape], p: dict[str, Any]) -> list[Shape]:
+    (s,) = shapes
+    if not s or s[0] != p["count"]:
+        raise TransformError(f"unstack expects {p['count']} stacked tensors along axis 0, got shape {s}")
+    return [s[1:]] * p["count"]
+
+
+def _stack_shapes(shapes: list[Shape], p: dict[str, Any]) -> list[Shape]:
+    if len(shapes) != p["count"] or len(set(shapes)) != 1:
+        raise TransformError(f"stack needs {p['count']} tensors of one shape, got {shapes}")
+    return [(p["count"],) + shapes[0]]
+
+
+_register(TransformKind(
+    "unstack", {"count": "int"},
+    "split axis 0 of a stacked tensor into `count` tensors, dropping the axis (inverse: stack them)",
+    lambda p: (1, p["count"]),
+    lambda xs, p: list(xs[0]),
+    lambda xs, p: [np.stack(xs)],
+    _unstack_shapes, _stack_shapes,
+))
+
+
 # --- grouped (per-head interleaved) fusions ---------------------------------------------------
 # GPT-NeoX interleaves q,k,v per head ([heads, 3, head_dim] along the output axis); Falcon and
 # other GQA fusions interleave per kv group ([kv_heads, q_per_kv + 2, head_dim]). ``sizes`` counts
@@ -371,37 +400,88 @@ def resolve(steps: Sequence[Step], scope: Mapping[str, Any]) -> list[ResolvedSte
     return [ResolvedStep(REGISTRY[s.kind], s.resolve(scope)) for s in steps]
 
 
+def _groups(step: ResolvedStep, count: int) -> int:
+    """How many times ``step`` runs on ``count`` tensors: once on all of them, or -- for a step that
+    takes one tensor -- once on each (unstacked experts are each split into gate and up)."""
+    a_in, _ = step.arity()
+    if a_in == count:
+        return 1
+    if a_in == 1:
+        return count
+    raise TransformError(f"transform '{step.kind.name}' takes {a_in} tensor(s) but receives {count}")
+
+
+def _chunks(items: list[Any], size: int) -> list[list[Any]]:
+    return [items[k:k + size] for k in range(0, len(items), size)]
+
+
 def chain_arity(steps: Sequence[ResolvedStep]) -> tuple[int, int]:
-    """(dialect tensor count, canonical tensor count) of a chain; only the last step may fan out."""
+    """(dialect tensor count, canonical tensor count) of a chain. A step taking one tensor that
+    receives several runs on each in turn, its outputs in order."""
     n_in = steps[0].arity()[0] if steps else 1
     count = n_in
     for step in steps:
-        a_in, a_out = step.arity()
-        if a_in != count:
-            raise TransformError(f"transform '{step.kind.name}' takes {a_in} tensor(s) but receives {count}")
-        count = a_out
+        count = _groups(step, count) * step.arity()[1]
     return n_in, count
 
 
 def forward_shapes(steps: Sequence[ResolvedStep], shapes: list[Shape]) -> list[Shape]:
     for step in steps:
-        shapes = step.kind.forward_shapes(shapes, step.params)
+        groups = _groups(step, len(shapes))
+        shapes = [out for part in _chunks(shapes, len(shapes) // groups)
+                  for out in step.kind.forward_shapes(part, step.params)]
     return shapes
 
 
 def inverse_shapes(steps: Sequence[ResolvedStep], shapes: list[Shape]) -> list[Shape]:
     for step in reversed(steps):
-        shapes = step.kind.inverse_shapes(shapes, step.params)
+        a_in, a_out = step.arity()
+        if len(shapes) % a_out:
+            raise TransformError(f"transform '{step.kind.name}' cannot invert {len(shapes)} tensor(s)")
+        shapes = [out for part in _chunks(shapes, a_out) for out in step.kind.inverse_shapes(part, step.params)]
     return shapes
 
 
 def apply_forward(steps: Sequence[ResolvedStep], arrays: list[np.ndarray]) -> list[np.ndarray]:
     for step in steps:
-        arrays = step.kind.forward(arrays, step.params)
+        groups = _groups(step, len(arrays))
+        arrays = [out for part in _chunks(arrays, len(arrays) // groups) for out in step.kind.forward(part, step.params)]
     return arrays
 
 
 def apply_inverse(steps: Sequence[ResolvedStep], arrays: list[np.ndarray]) -> list[np.ndarray]:
     for step in reversed(steps):
-        arrays = step.kind.inverse(arrays, step.params)
+        arrays = [out for part in _chunks(arrays, step.arity()[1]) for out in step.kind.inverse(part, step.params)]
     return arrays
+
+
+def _flat_parts(step: ResolvedStep, shape: Shape) -> list[tuple[int, Shape]] | None:
+    """(element offset, shape) of each output of ``step`` within its one C-order input, when every
+    output is a contiguous run of the input's elements; None when the step reorders elements."""
+    name, p = step.kind.name, step.params
+    if name in ("reshape", "squeeze", "unsqueeze"):
+        return [(0, step.kind.forward_shapes([shape], p)[0])]
+    if name == "unstack" or (name == "split" and p["axis"] % len(shape) == 0):
+        outs = step.kind.forward_shapes([shape], p)
+        offsets = np.cumsum([0] + [math.prod(s) for s in outs])[:-1]
+        return [(int(o), s) for o, s in zip(offsets, outs)]
+    return None
+
+
+def flat_ranges(steps: Sequence[ResolvedStep], shape: Shape) -> list[tuple[int, Shape]] | None:
+    """Where each output of the chain lies in its one input, as (element offset, shape), when the
+    chain only partitions the input into contiguous runs (leading-axis splits and unstacks,
+    reshapes): then outputs are byte ranges of the input and the inverse is a concatenation of
+    bytes, and neither direction needs to copy or hold more than one output. None otherwise."""
+    parts: list[tuple[int, Shape]] = [(0, tuple(shape))]
+    for step in steps:
+        if step.arity()[0] != 1:
+            return None
+        nxt = []
+        for offset, part_shape in parts:
+            sub = _flat_parts(step, part_shape)
+            if sub is None:
+                return None
+            nxt.extend((offset + o, s) for o, s in sub)
+        parts = nxt
+    return parts

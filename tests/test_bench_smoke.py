@@ -22,3 +22,11 @@ def test_benchmark_smoke(tmp_path: Path) -> None:
     assert "| cp -r |" in text
     assert "| llmstd HF -> canonical |" in text and "| llmstd canonical -> HF |" in text
     assert "Targets:" in text and "peak RSS" in text
+    assert "| llmstd HF -> HF packed experts |" in text and "| llmstd HF packed experts -> canonical |" in text
+    # A later run of one shape keeps the other shape's section.
+    proc = subprocess.run([sys.executable, str(BENCH), "--workdir", str(tmp_path / "work"), "--runs", "1", "--no-hf",
+                           "--no-check", "--shapes", "mixtral-tiny", "--results", str(results)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = results.read_text()
+    assert text.count("## llama-tiny") == 1 and text.count("## mixtral-tiny") == 1

@@ -222,10 +222,11 @@ def test_a_spec_1_0_canonical_file_is_read_with_its_rope_scaling_upgraded(tiny, 
         llmstd.load(out)
 
 
-def test_a_spec_1_1_canonical_file_is_read_without_the_fields_1_2_added(tiny, tmp_path: Path) -> None:
-    """Spec 1.2 added fields (Gemma's norm offset, QK-norm, soft-caps, ...); a 1.1 file has none of
-    them and describes a model without those features. Claimed as 1.2, the same file is invalid."""
-    from llmstd.config import ADDED_IN_1_2
+def test_older_canonical_files_are_read_without_the_fields_added_since(tiny, tmp_path: Path) -> None:
+    """Spec 1.2 added fields (Gemma's norm offset, QK-norm, soft-caps, ...), 1.3 the mixture-of-experts
+    ones; an older file has none of them and describes a model without those features. Claimed as
+    the current spec, the same file is invalid."""
+    from llmstd.config import ADDED_IN_1_2, ADDED_IN_1_3
     from llmstd.converters import safetensors_io
     from llmstd.formats import canonical
 
@@ -234,14 +235,16 @@ def test_a_spec_1_1_canonical_file_is_read_without_the_fields_1_2_added(tiny, tm
     want = llmstd.load(out).config
     path = out / canonical.SINGLE
     meta = dict(safetensors_io.open_file(path).metadata)
-    assert meta[canonical.KEY_SPEC] == llmstd.SPEC_VERSION == "1.2"
-    config = {k: v for k, v in json.loads(meta[canonical.KEY_CONFIG]).items() if k not in ADDED_IN_1_2}
-    meta[canonical.KEY_CONFIG], meta[canonical.KEY_SPEC] = json.dumps(config), "1.1"
+    assert meta[canonical.KEY_SPEC] == llmstd.SPEC_VERSION == "1.3"
+    full = json.loads(meta[canonical.KEY_CONFIG])
+    for version, dropped in (("1.1", {**ADDED_IN_1_2, **ADDED_IN_1_3}), ("1.2", ADDED_IN_1_3)):
+        config = {k: v for k, v in full.items() if k not in dropped}
+        meta[canonical.KEY_CONFIG], meta[canonical.KEY_SPEC] = json.dumps(config), version
+        safetensors_io.rewrite_metadata(path, meta)
+        assert llmstd.load(out).config == want, version
+    meta[canonical.KEY_SPEC] = "1.3"
     safetensors_io.rewrite_metadata(path, meta)
-    assert llmstd.load(out).config == want
-    meta[canonical.KEY_SPEC] = "1.2"
-    safetensors_io.rewrite_metadata(path, meta)
-    with pytest.raises(ConfigError, match="norm_weight_offset"):
+    with pytest.raises(ConfigError, match="num_experts"):
         llmstd.load(out)
 
 

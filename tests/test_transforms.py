@@ -117,6 +117,12 @@ def _row_offset(draw: Any) -> tuple[list[tuple[int, ...]], dict[str, Any]]:
     return [(rows, *trailing)], {"rows": draw(st.integers(0, rows))}
 
 
+@st.composite
+def _unstack(draw: Any) -> tuple[list[tuple[int, ...]], dict[str, Any]]:
+    count = draw(dims)
+    return [(count, *draw(st.lists(dims, max_size=2)))], {"count": count}
+
+
 STRATEGIES = {
     "transpose": _transpose(),
     "split": _split(),
@@ -126,6 +132,7 @@ STRATEGIES = {
     "unsqueeze": _unsqueeze(),
     "reshape": _reshape(),
     "row_offset": _row_offset(),
+    "unstack": _unstack(),
 }
 
 
@@ -318,3 +325,25 @@ def test_rotary_permute_preserves_attention_scores() -> None:
     np.testing.assert_allclose(scores(q_hf, k_hf, hf_rope), meta, rtol=1e-9, atol=1e-9)
     # Without the permutation the scores diverge: the test can tell.
     assert not np.allclose(scores(wq, wk, hf_rope), meta, atol=1e-3)
+
+
+def test_packed_experts_unstack_then_split_each_and_are_byte_ranges() -> None:
+    """transformers 5's gate_up_proj [E, 2I, H]: unstack, then split every expert into gate and up;
+    every output is a contiguous run of the input, and the inverse packs them back bit for bit."""
+    steps = transforms.resolve([Step.parse({"op": "unstack", "count": "= num_experts"}),
+                                Step.parse({"op": "split", "axis": 0, "parts": 2})], {"num_experts": 3})
+    assert transforms.chain_arity(steps) == (1, 6)
+    x = np.arange(3 * 4 * 5, dtype=np.float32).reshape(3, 4, 5)
+    outs = transforms.apply_forward(steps, [x])
+    for e in range(3):
+        np.testing.assert_array_equal(outs[2 * e], x[e, :2])  # gate rows first
+        np.testing.assert_array_equal(outs[2 * e + 1], x[e, 2:])
+    assert transforms.forward_shapes(steps, [(3, 4, 5)]) == [(2, 5)] * 6
+    assert transforms.inverse_shapes(steps, [(2, 5)] * 6) == [(3, 4, 5)]
+    assert transforms.apply_inverse(steps, outs)[0].tobytes() == x.tobytes()
+    ranges = transforms.flat_ranges(steps, (3, 4, 5))
+    assert ranges is not None
+    for (start, shape), out in zip(ranges, outs):
+        np.testing.assert_array_equal(x.reshape(-1)[start:start + out.size].reshape(shape), out)
+    # A transpose reorders elements: no byte ranges.
+    assert transforms.flat_ranges(transforms.resolve([Step.parse({"op": "transpose"})], {}), (3, 4)) is None

@@ -18,6 +18,9 @@ from llmstd.errors import DetectionError
 from llmstd.findings import Findings
 
 Progress = Callable[[str, int], None]
+#: How a Hugging Face directory stores mixture-of-experts experts: one tensor per expert (what
+#: transformers saves by default and 4.x reads) or packed per layer (transformers 5's run-time layout).
+EXPERT_LAYOUTS = ("per-expert", "packed")
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,7 @@ class WriteOptions:
     shard_size: int | None = None  # bytes per shard; None = the format's default
     weights: str = "safetensors"  # for hf: safetensors | bin
     onnx_package: str = "plain"  # for onnx: plain | genai (adds genai_config.json)
+    experts: str = "per-expert"  # for hf: one of EXPERT_LAYOUTS
     progress: Progress | None = None
 
 

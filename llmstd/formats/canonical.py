@@ -15,7 +15,7 @@ from typing import Any
 
 from llmstd import __version__, vocab
 from llmstd.checkpoint import Checkpoint, SideFiles
-from llmstd.config import ADDED_IN_1_2, CanonicalConfig
+from llmstd.config import ADDED_IN_1_2, ADDED_IN_1_3, CanonicalConfig
 from llmstd.converters import safetensors_io, shard_index
 from llmstd.errors import FormatError, LlmstdError, MappingError, SpecVersionError
 from llmstd.findings import Findings, attempt, refuse
@@ -74,10 +74,13 @@ def config_from_metadata(data: Any, version: str, source: Path) -> CanonicalConf
     Spec 1.1 fixed the form of ``rope_scaling`` (``rope_type`` plus the parameters that type takes,
     the original context length included); 1.0 files stored it as their source spelled it, so a
     1.0 ``{"type": "linear", ...}`` is read as ``{"rope_type": "linear", ...}``. The fields 1.2 added
-    take their feature-absent values in 1.0 and 1.1 files (:data:`llmstd.config.ADDED_IN_1_2`)."""
+    take their feature-absent values in 1.0 and 1.1 files (:data:`llmstd.config.ADDED_IN_1_2`), and
+    the mixture-of-experts fields of 1.3 theirs in every older file (:data:`llmstd.config.ADDED_IN_1_3`)."""
     check_spec_version(version, source)
     if isinstance(data, dict) and version in ("1.0", "1.1"):
         data = {**ADDED_IN_1_2, **data}
+    if isinstance(data, dict) and version in ("1.0", "1.1", "1.2"):
+        data = {**ADDED_IN_1_3, **data}
     if isinstance(data, dict) and version == "1.0":
         if isinstance(data.get("rope_scaling"), dict):
             from llmstd.hfconfig import canonical_scaling

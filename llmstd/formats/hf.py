@@ -25,6 +25,7 @@ from llmstd.maps import Head, NamingMap
 from llmstd.tensors import LazyTensor
 
 DIALECT = "hf"
+PACKED = "hf_packed"  # transformers 5's packed experts (save_original_format=False)
 CONFIG = "config.json"
 SAFETENSORS = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
@@ -137,12 +138,21 @@ def read(path: Path, arch: str | None = None, *, findings: Findings | None = Non
     if read_as is None:
         return None
     nmap, head, config, keys = read_as
-    canonical, report = to_canonical(nmap, DIALECT, head.prefix, tensors, config, source=str(path), findings=findings)
+    dialect = _dialect_of(nmap, head, names)
+    canonical, report = to_canonical(nmap, dialect, head.prefix, tensors, config, source=str(path), findings=findings)
     keys.record(report)
     sidecars = attempt(findings, "side_file", lambda: common.side_files(path, [config_path, *files])) or SideFiles()
-    return Checkpoint(path=path, format="hf", container=container, dialect=DIALECT, config=config,
+    return Checkpoint(path=path, format="hf", container=container, dialect=dialect, config=config,
                       tensors=canonical, files=[config_path, *files], source_names=tensors, report=report,
                       sidecars=sidecars)
+
+
+def _dialect_of(nmap: NamingMap, head: Head, names: list[str]) -> str:
+    """``hf``, or ``hf_packed`` when it explains more of the checkpoint's names (packed experts)."""
+    if PACKED not in nmap.dialects:
+        return DIALECT
+    left = {d: len(DialectMatcher(nmap, d, head.prefix).unmatched(names)) for d in (DIALECT, PACKED)}
+    return PACKED if left[PACKED] < left[DIALECT] else DIALECT
 
 
 def framework_config(nmap: NamingMap, ckpt: Checkpoint, head: Head) -> dict[str, object]:
@@ -165,7 +175,13 @@ def resolve_head(nmap: NamingMap, dialect: str, head_name: str) -> Head:
 def write(ckpt: Checkpoint, staging: Path, options: WriteOptions) -> list[Path]:
     nmap = maps.load(ckpt.architecture)
     head = resolve_head(nmap, DIALECT, ckpt.config.head)
-    named = from_canonical(nmap, DIALECT, head.prefix, ckpt.tensors, ckpt.config)
+    dialect = DIALECT
+    if options.experts == "packed" and ckpt.config.num_experts:
+        if PACKED not in nmap.dialects:
+            raise MapError(f"'{nmap.architecture}' has no packed-experts naming", file=nmap.path,
+                           hint="write --experts per-expert, or add an hf_packed dialect to the map")
+        dialect = PACKED
+    named = from_canonical(nmap, dialect, head.prefix, ckpt.tensors, ckpt.config)
     entries = list(named.items())
     shard_size = options.shard_size or DEFAULT_SHARD_SIZE
     if options.weights == "bin":

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llmstd.model.ops import Ops, Value
-from llmstd.model.plan import AttentionPlan, LayerPlan, MlpPlan, ModelPlan
+from llmstd.model.plan import AttentionPlan, LayerPlan, MlpPlan, ModelPlan, MoePlan
 
 
 @dataclass
@@ -58,13 +58,33 @@ def mlp(ops: Ops, plan: MlpPlan, x: Value) -> Value:
     return ops.linear(hidden, plan.down)
 
 
+def moe(ops: Ops, plan: MoePlan, x: Value) -> Value:
+    """A mixture of experts, as transformers computes it: the experts in turn, each running on the
+    tokens routed to it only and adding its weighted output there (``index_add_``), so the sums
+    accumulate in expert order; then the shared expert, if any."""
+    weights = ops.route(ops.linear(x, plan.router), plan.top_k, plan.normalize)
+    out = ops.zeros_like(x)
+    for index, expert in enumerate(plan.experts):
+        out = ops.add_routed(out, x, weights, index, lambda rows, e=expert: mlp(ops, e, rows))
+    if plan.shared is not None:
+        shared = mlp(ops, plan.shared, x)
+        if plan.shared_gate is not None:
+            shared = ops.mul(ops.sigmoid(ops.linear(x, plan.shared_gate)), shared)
+        out = ops.add(out, shared)
+    return out
+
+
+def feed_forward(ops: Ops, plan: MlpPlan | MoePlan, x: Value) -> Value:
+    return moe(ops, plan, x) if isinstance(plan, MoePlan) else mlp(ops, plan, x)
+
+
 def layer(ops: Ops, plan: LayerPlan, x: Value, bias: Value, rope: tuple[Value, Value] | None,
           past: tuple[Value, Value] | None) -> tuple[Value, tuple[Value, Value]]:
     """One block, with its norms where the plan puts them."""
     if plan.placement == "post":  # BERT: norm(x + sublayer(x))
         attn, present = attention(ops, plan.attention, x, bias, rope, past)
         x = ops.norm(ops.add(x, attn), plan.attn_norm)
-        out = ops.add(x, mlp(ops, plan.mlp, x))
+        out = ops.add(x, feed_forward(ops, plan.mlp, x))
         return (ops.norm(out, plan.mlp_norm) if plan.mlp_norm else out), present
     attn, present = attention(ops, plan.attention, ops.norm(x, plan.attn_norm), bias, rope, past)
     if plan.attn_post_norm is not None:  # sandwich (Gemma 2/3): the sublayer output is normed too
@@ -72,9 +92,9 @@ def layer(ops: Ops, plan: LayerPlan, x: Value, bias: Value, rope: tuple[Value, V
     if plan.parallel:  # GPT-NeoX: attention and MLP read the same layer input
         mlp_in = ops.norm(x, plan.mlp_norm) if plan.mlp_norm else ops.norm(x, plan.attn_norm)
         # (attention + MLP) + residual, transformers' order of the two float additions.
-        return ops.add(ops.add(attn, mlp(ops, plan.mlp, mlp_in)), x), present
+        return ops.add(ops.add(attn, feed_forward(ops, plan.mlp, mlp_in)), x), present
     x = ops.add(x, attn)
-    out = mlp(ops, plan.mlp, ops.norm(x, plan.mlp_norm) if plan.mlp_norm else x)
+    out = feed_forward(ops, plan.mlp, ops.norm(x, plan.mlp_norm) if plan.mlp_norm else x)
     if plan.mlp_post_norm is not None:
         out = ops.norm(out, plan.mlp_post_norm)
     return ops.add(x, out), present

@@ -12,6 +12,7 @@ Shapes: ``B`` batch, ``S`` new positions, ``P`` cached positions (0 without a ca
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any
 
 from llmstd.model.plan import Linear, NormPlan, RopePlan
@@ -72,6 +73,27 @@ class Ops(ABC):
     @abstractmethod
     def norm(self, x: Value, plan: NormPlan) -> Value:
         """LayerNorm or RMSNorm over the last axis with the plan's epsilon, weight offset and bias."""
+
+    @abstractmethod
+    def sigmoid(self, x: Value) -> Value: ...
+
+    # -- mixture of experts -------------------------------------------------------------------
+
+    @abstractmethod
+    def route(self, logits: Value, top_k: int, normalize: bool) -> Value:
+        """Routing weights [B, S, E] in float32 from router logits [B, S, E]: softmax in float32, the
+        ``top_k`` largest probabilities kept (of equal ones the lower expert index, as torch.topk
+        and ONNX TopK choose), divided by their sum when ``normalize``, every other expert 0."""
+
+    @abstractmethod
+    def zeros_like(self, x: Value) -> Value: ...
+
+    @abstractmethod
+    def add_routed(self, out: Value, x: Value, weights: Value, expert: int, run: Callable[[Value], Value]) -> Value:
+        """``out`` [B, S, hidden] plus, at each token whose routing weight for ``expert`` is non-zero,
+        ``run(rows)`` (the expert on those tokens' rows of ``x``, ``[tokens, hidden]``) times that
+        weight, multiplied in float32 and cast back to the compute dtype (transformers' Mixtral).
+        Only the routed tokens are computed: the expert's cost follows its share of the tokens."""
 
     # -- attention ----------------------------------------------------------------------------
 

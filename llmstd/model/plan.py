@@ -86,6 +86,21 @@ class MlpPlan:
 
 
 @dataclass(frozen=True)
+class MoePlan:
+    """A mixture of experts in place of the MLP: ``router`` scores the experts, each token takes the
+    ``top_k`` best (softmax in float32, renormalised to sum 1 when ``normalize``) and sums their
+    weighted outputs in expert order; ``shared`` adds for every token, scaled by
+    ``sigmoid(shared_gate(x))`` when there is a gate."""
+
+    router: Linear
+    experts: tuple[MlpPlan, ...]
+    top_k: int
+    normalize: bool
+    shared: MlpPlan | None
+    shared_gate: Linear | None
+
+
+@dataclass(frozen=True)
 class LayerPlan:
     """One block. ``placement``: pre (x + f(norm(x))), post (norm(x + f(x))), sandwich
     (x + post_norm(f(pre_norm(x)))); ``parallel``: attention and MLP read the same input."""
@@ -98,7 +113,7 @@ class LayerPlan:
     mlp_norm: NormPlan | None
     mlp_post_norm: NormPlan | None
     attention: AttentionPlan
-    mlp: MlpPlan
+    mlp: MlpPlan | MoePlan
 
 
 @dataclass(frozen=True)
@@ -160,6 +175,9 @@ def check_supported(config: CanonicalConfig) -> None:
         raise ConfigError("QK-norm is implemented for RMSNorm models only", hint="norm_kind must be rmsnorm")
     if config.head == "causal_lm" and not config.causal:
         raise ConfigError("a causal LM head on a bidirectional model is not a known architecture")
+    if config.num_experts and not config.gated_mlp:
+        raise ConfigError("mixture-of-experts layers are implemented with gated (SwiGLU-style) experts only",
+                          hint="gated_mlp must be true when num_experts > 0")
 
 
 def _linear(pair: tuple[str, str], layer: int | None, expected: dict[str, tuple[int, ...]]) -> Linear:
@@ -188,6 +206,26 @@ def _rope(config: CanonicalConfig, sliding: bool) -> RopePlan | None:
                     tables.long_inv_freq, tables.long_after)
 
 
+def _moe(config: CanonicalConfig, layer: int, expected: dict[str, tuple[int, ...]]) -> MoePlan:
+    def expert(gate: tuple[str, str], up: tuple[str, str], down: tuple[str, str], e: int | None) -> MlpPlan:
+        def at(pair: tuple[str, str]) -> Linear:
+            weight, _ = _linear(pair, layer, expected)
+            return (weight.replace("{e}", str(e)) if e is not None else weight), None  # experts have no biases
+
+        return MlpPlan(up=at(up), down=at(down), gate=at(gate), activation=config.activation)
+
+    shared = None
+    if config.shared_expert_intermediate_size:
+        shared = expert(vocab.SHARED_GATE, vocab.SHARED_UP, vocab.SHARED_DOWN, None)
+    return MoePlan(
+        router=_linear(vocab.ROUTER, layer, expected),
+        experts=tuple(expert(vocab.EXPERT_GATE, vocab.EXPERT_UP, vocab.EXPERT_DOWN, e)
+                      for e in range(config.num_experts)),
+        top_k=config.experts_per_token, normalize=config.moe_normalize_weights, shared=shared,
+        shared_gate=_linear(vocab.SHARED_EXPERT_GATE, layer, expected) if config.shared_expert_gate else None,
+    )
+
+
 def layer_kinds(config: CanonicalConfig) -> list[str]:
     """Each layer's attention kind: ``layer_types`` when the config has one, else every layer
     sliding when there is a window, full otherwise."""
@@ -204,6 +242,7 @@ def plan(config: CanonicalConfig) -> ModelPlan:
     tied = vocab.tied_tensors(c)
     scale = (c.attention_scale_dim if c.attention_scale_dim is not None else c.head_dim) ** -0.5
     ropes = {kind: _rope(c, kind == SLIDING) for kind in (FULL, SLIDING)}
+    moe_layers = set(c.moe_layers)
     layers = []
     for i, kind in enumerate(layer_kinds(c)):
         attention = AttentionPlan(
@@ -213,8 +252,10 @@ def plan(config: CanonicalConfig) -> ModelPlan:
             rope=ropes[kind], q_norm=_norm(c, vocab.Q_NORM, i, expected), k_norm=_norm(c, vocab.K_NORM, i, expected),
             causal=c.causal,
         )
-        mlp = MlpPlan(up=_linear(vocab.UP, i, expected), down=_linear(vocab.DOWN, i, expected),
-                      gate=_linear(vocab.GATE, i, expected) if c.gated_mlp else None, activation=c.activation)
+        mlp: MlpPlan | MoePlan = MlpPlan(
+            up=_linear(vocab.UP, i, expected), down=_linear(vocab.DOWN, i, expected),
+            gate=_linear(vocab.GATE, i, expected) if c.gated_mlp else None, activation=c.activation,
+        ) if i not in moe_layers else _moe(c, i, expected)
         attn_norm = _norm(c, vocab.ATTN_NORM, i, expected)
         assert attn_norm is not None
         layers.append(LayerPlan(

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from llmstd import vocab
 from llmstd.config import CanonicalConfig
 from llmstd.dtypes import DType
 from llmstd.errors import ConfigError
@@ -46,7 +47,7 @@ def build_graph(config: CanonicalConfig, weight_dtypes: Mapping[str, DType], *, 
     not implement, and is refused.
     """
     model_plan = plan(config)
-    graph = Graph(weight_dtypes)
+    graph = Graph(weight_dtypes, vocab.expected_tensors(config))
     helper, tp = graph.helper, graph.onnx.TensorProto
     ops = OnnxOps(graph)
     # Decoders get the generation interface (llmstd.onnx_graph.cache); encoders read whole sequences.

@@ -19,7 +19,7 @@ so the graph's own initializers can never be mistaken for weights.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -39,7 +39,7 @@ _F32 = dtypes.dtype("float32")
 class Graph:
     """Node list plus naming: every value name carries OWN_PREFIX and the current scope."""
 
-    def __init__(self, weight_dtypes: Mapping[str, DType]) -> None:
+    def __init__(self, weight_dtypes: Mapping[str, DType], weight_shapes: Mapping[str, tuple[int, ...]]) -> None:
         self.onnx = onnx_module()
         self.helper = self.onnx.helper
         self.nodes: list[Any] = []
@@ -49,6 +49,7 @@ class Graph:
         self._const_cache: dict[tuple[str, bytes, tuple[int, ...]], str] = {}
         self._weight_values: dict[str, str] = {}
         self.weight_dtypes = weight_dtypes
+        self.weight_shapes = weight_shapes  # canonical shapes, for output widths known before running
         self.weights_used: list[str] = []
 
     def _fresh(self, hint: str) -> str:
@@ -93,6 +94,7 @@ class OnnxOps(Ops):
 
     def __init__(self, graph: Graph) -> None:
         self.g = graph
+        self._zero = graph.onnx.numpy_helper.from_array(np.zeros(1, np.float32))  # ConstantOfShape's fill
 
     def _dim(self, value: str, axis: int) -> str:
         """Dimension ``axis`` of ``value`` as a 1-element int64 tensor."""
@@ -165,7 +167,8 @@ class OnnxOps(Ops):
         flat = g.op("Reshape", x, g.op("Concat", g.const([-1]), g.op("Slice", shape, g.const([-1]),
                                                                      g.const([np.iinfo(np.int64).max])), axis=0))
         out = g.op("Gemm", flat, g.weight(weight), *([g.weight(bias)] if bias else []), transB=1)
-        return g.op("Reshape", out, g.op("Concat", leading, g.const([-1]), axis=0))
+        # The output width itself, not -1: an expert may receive no token (0 rows).
+        return g.op("Reshape", out, g.op("Concat", leading, g.const([g.weight_shapes[weight][0]]), axis=0))
 
     def norm(self, x: str, plan: NormPlan) -> str:
         g = self.g
@@ -250,6 +253,33 @@ class OnnxOps(Ops):
 
     def softmax(self, scores: str) -> str:
         return self.g.op("Softmax", scores, axis=-1)
+
+    def sigmoid(self, x: str) -> str:
+        return self.g.op("Sigmoid", x)
+
+    def route(self, logits: str, top_k: int, normalize: bool) -> str:
+        g = self.g
+        probs = g.op("Softmax", logits, axis=-1)
+        # TopK returns equal values lower index first, as torch.topk does.
+        top, index = g.op("TopK", probs, g.const([top_k]), axis=-1, largest=1, sorted=1, outputs=2)
+        if normalize:
+            top = g.op("Div", top, g.op("ReduceSum", top, g.const([-1]), keepdims=1))
+        return g.op("ScatterElements", self.zeros_like(probs), index, top, axis=-1)
+
+    def zeros_like(self, x: str) -> str:
+        return self.g.op("ConstantOfShape", self.g.op("Shape", x), value=self._zero)
+
+    def add_routed(self, out: str, x: str, weights: str, expert: int, run: Callable[[str], str]) -> str:
+        g = self.g
+        shape = g.op("Shape", x)
+        hidden = g.op("Slice", shape, g.const([-1]), g.const([np.iinfo(np.int64).max]))
+        rows_of = g.op("Concat", g.const([-1]), hidden, axis=0)
+        weight = g.op("Reshape", g.op("Gather", weights, g.const(expert), axis=-1), g.const([-1]))  # [B*S]
+        tokens = g.op("Transpose", g.op("NonZero", weight), perm=[1, 0])  # [n, 1], ascending
+        rows = g.op("GatherND", g.op("Reshape", x, rows_of), tokens)
+        y = g.op("Mul", run(rows), g.op("Unsqueeze", g.op("GatherND", weight, tokens), g.const([1])))
+        # ScatterND's add reduction accumulates like index_add_: each token appears once per expert.
+        return g.op("Reshape", g.op("ScatterND", g.op("Reshape", out, rows_of), tokens, y, reduction="add"), shape)
 
     def context(self, probs: str, v: str, groups: int) -> str:
         return self.g.op("MatMul", probs, self._repeat(v, groups))

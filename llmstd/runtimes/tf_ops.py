@@ -5,7 +5,7 @@ are widened once, exactly). TensorFlow is imported by the caller (:mod:`llmstd.r
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -120,6 +120,29 @@ class TFOps(EagerOps):
 
     def softmax(self, scores: Any) -> Any:
         return self.tf.nn.softmax(scores, axis=-1)
+
+    def sigmoid(self, x: Any) -> Any:
+        return self.tf.sigmoid(x)
+
+    def route(self, logits: Any, top_k: int, normalize: bool) -> Any:
+        tf = self.tf
+        probs = tf.nn.softmax(logits, axis=-1)
+        top, index = tf.math.top_k(probs, k=top_k)  # equal values: the lower index first, as torch.topk
+        if normalize:
+            top = top / tf.reduce_sum(top, axis=-1, keepdims=True)
+        # Each chosen expert appears once per token, so the sum over the one-hot rows is exact.
+        return tf.reduce_sum(tf.one_hot(index, tf.shape(probs)[-1], dtype=probs.dtype) * top[..., None], axis=-2)
+
+    def zeros_like(self, x: Any) -> Any:
+        return self.tf.zeros_like(x)
+
+    def add_routed(self, out: Any, x: Any, weights: Any, expert: int, run: Callable[[Any], Any]) -> Any:
+        tf = self.tf
+        hidden = tf.shape(x)[-1]
+        weight = tf.reshape(weights[..., expert], [-1])
+        tokens = tf.where(weight != 0)  # [n, 1], ascending
+        y = run(tf.gather_nd(tf.reshape(x, [-1, hidden]), tokens)) * tf.gather_nd(weight, tokens)[:, None]
+        return tf.reshape(tf.tensor_scatter_nd_add(tf.reshape(out, [-1, hidden]), tokens, y), tf.shape(out))
 
     def context(self, probs: Any, v: Any, groups: int) -> Any:
         return self.tf.matmul(probs, self._repeat(v, groups))

@@ -10,7 +10,7 @@ architectures tested. torch is imported by the caller (:mod:`llmstd.runtimes.tor
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from llmstd import rope
@@ -161,6 +161,29 @@ class TorchOps(EagerOps):
 
     def softmax(self, scores: Any) -> Any:
         return self.torch.softmax(scores, dim=-1, dtype=self.torch.float32).to(scores.dtype)
+
+    def sigmoid(self, x: Any) -> Any:
+        return self.torch.sigmoid(x)
+
+    def route(self, logits: Any, top_k: int, normalize: bool) -> Any:
+        torch = self.torch
+        probs = torch.softmax(logits.float(), dim=-1)
+        top, index = torch.topk(probs, top_k, dim=-1)
+        if normalize:
+            top = top / top.sum(dim=-1, keepdim=True)
+        return torch.zeros_like(probs).scatter(-1, index, top)
+
+    def zeros_like(self, x: Any) -> Any:
+        return self.torch.zeros_like(x)
+
+    def add_routed(self, out: Any, x: Any, weights: Any, expert: int, run: Callable[[Any], Any]) -> Any:
+        hidden = x.shape[-1]
+        weight = weights[..., expert].reshape(-1)
+        tokens = self.torch.nonzero(weight, as_tuple=True)[0]
+        if tokens.numel() == 0:
+            return out
+        y = (run(x.reshape(-1, hidden)[tokens]) * weight[tokens, None]).to(x.dtype)
+        return out.reshape(-1, hidden).index_add(0, tokens, y).reshape(out.shape)
 
     def context(self, probs: Any, v: Any, groups: int) -> Any:
         return self.torch.matmul(probs, self._repeat(v, groups))

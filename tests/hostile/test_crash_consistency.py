@@ -22,7 +22,7 @@ import pytest
 import llmstd
 from llmstd import errors, vocab
 from llmstd.checkpoint import Checkpoint
-from llmstd.config import ADDED_IN_1_2, CanonicalConfig
+from llmstd.config import ADDED_IN_1_2, ADDED_IN_1_3, CanonicalConfig
 from llmstd.formats import WriteOptions, hf
 from llmstd.tensors import ArrayTensor
 
@@ -52,7 +52,7 @@ def _source(root: Path) -> Path:
         activation="silu", gated_mlp=True, positional="rope", rope_theta=10000.0, rotary_dim=32, rope_scaling=None,
         attn_qkv_bias=False, attn_out_bias=False, mlp_bias=False, lm_head_bias=False, tie_word_embeddings=False,
         parallel_residual=False, type_vocab_size=0, pooler=False, sliding_window=None, bos_token_id=1,
-        eos_token_id=2, pad_token_id=None, dtype="float32", **ADDED_IN_1_2,
+        eos_token_id=2, pad_token_id=None, dtype="float32", **ADDED_IN_1_2, **ADDED_IN_1_3,
     )
     rng = np.random.default_rng(0)
     tensors = {n: ArrayTensor(rng.standard_normal(s, dtype=np.float32)) for n, s in vocab.expected_tensors(config).items()}

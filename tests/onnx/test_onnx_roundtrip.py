@@ -62,7 +62,8 @@ def test_external_data_round_trip_and_run(store, tmp_path: Path) -> None:
     assert report.files == ["config.json", "generation_config.json", "model.onnx", "model.onnx.data"]
     data = out / "model.onnx.data"
     assert data.stat().st_size >= report.bytes
-    assert (out / "model.onnx").stat().st_size < report.bytes / 3  # the weights are not in the protobuf
+    # The graph alone is ~30 KB; with the 90 KB of weights inside it could not be below half of them.
+    assert (out / "model.onnx").stat().st_size < report.bytes / 2
     model = onnx.load(str(out / "model.onnx"), load_external_data=False)
     weights = [i for i in model.graph.initializer if not i.name.startswith("llmstd/")]
     assert weights and all(i.data_location == onnx.TensorProto.EXTERNAL for i in weights)
