@@ -30,6 +30,22 @@ layouts from the naming map.
 
 The Hugging Face ``config.json`` must sit beside the ``.onnx`` file (as in Optimum exports): the
 graph alone does not record norm epsilons, rotary parameters and the like.
+
+**onnxruntime-genai's model builder** (``python -m onnxruntime_genai.models.builder``, recognised by
+the graph's producer name) writes no ``config.json``: the user copies the one of the Hugging Face
+directory the builder read next to ``model.onnx``, and the reader checks it against the graph (head
+counts of the attention operators, norm epsilons). The builder scopes most modules after a template
+of its own (``model.layers.0.attn.qkv_proj``), which :data:`roles.GENAI_SCOPES` states in canonical
+tensors; its initializer names follow that template and are no evidence. So in a builder graph a
+linear, norm or embedding operand read in a template module is that canonical tensor (a packed
+q|k|v projection is split along its rows by the config's head sizes), and the map's inverse
+transforms give the Hugging Face tensors from the canonical ones (Phi-3's fused ``qkv_proj`` and
+``gate_up_proj`` are joined again); norms inside a layer keep the source model's module names and
+are read as in a torch export. Refused, by name: quantized weights (``MatMulNBits`` and the like
+approximate the parameters), interleaved rotary (q and k rows not in the canonical order), and any
+norm weight of an architecture whose norms apply ``offset + w`` (Gemma): the builder stores the
+factor ``1 + w``, and ``(1 + w) - 1`` is not ``w`` in floating point. Every initializer of a
+builder graph is a parameter or a rotary cos/sin table; anything else is an error.
 """
 
 from __future__ import annotations
@@ -50,6 +66,7 @@ from llmstd.converters.onnx_io import OnnxFile
 from llmstd.dtypes import DType
 from llmstd.errors import FormatError, MappingError
 from llmstd.formats import common
+from llmstd.formats.onnx import GENAI_CONFIG
 from llmstd.jsonfile import read_json_object
 from llmstd.mapping import DialectMatcher, MappingReport, from_canonical, to_canonical
 from llmstd.maps import DialectName, Entry, Head, NamingMap
@@ -88,6 +105,17 @@ class _Reshaped(LazyTensor):
 
     def load(self) -> np.ndarray:
         return self.source.load().reshape(self.shape)
+
+
+class _Rows(LazyTensor):
+    """Rows ``start:start + count`` of a tensor: one projection of a packed q|k|v matrix or bias."""
+
+    def __init__(self, source: LazyTensor, start: int, count: int) -> None:
+        self.source, self.start = source, start
+        self.shape, self.dtype = (count, *source.shape[1:]), source.dtype
+
+    def load(self) -> np.ndarray:
+        return np.ascontiguousarray(self.source.load()[self.start:self.start + self.shape[0]])
 
 
 class _ShapeOnly(LazyTensor):
@@ -167,6 +195,17 @@ def _strip(name: str, prefix: str) -> str | None:
     return name[len(prefix):] if name.startswith(prefix) else None
 
 
+#: roles.GENAI_SCOPES as regexes: {i} -> group 'i' (a layer), {n} -> group 'n' (the layer count).
+_GENAI_SCOPES = [(re.compile(re.escape(t).replace(r"\{i\}", r"(?P<i>0|[1-9]\d*)")
+                             .replace(r"\{n\}", r"(?P<n>0|[1-9]\d*)") + r"\Z"), pairs)
+                 for t, pairs in roles.GENAI_SCOPES.items()]
+
+
+def is_genai(f: OnnxFile) -> bool:
+    """Whether onnxruntime-genai's model builder wrote the graph."""
+    return str(f.model.producer_name) == roles.GENAI_PRODUCER
+
+
 def _wrapper_prefix(index: _HfIndex, names: list[str], scopes: list[str]) -> tuple[str, int]:
     """The prefix every recognisable name and scope shares beyond the model's own (a wrapper module
     such as ``m.``), and how many names/scopes it explains. Chosen by evidence, most common first."""
@@ -207,6 +246,11 @@ class _Recovery:
         self.index = _HfIndex(nmap, head)
         self.graph = GraphIndex(f.model)
         self.claims: dict[str, list[_Claim]] = {}
+        # Builder graphs: claims on canonical names (tensors in the canonical layout), turned into
+        # hf claims by the map's inverse transforms once all are known (fused hf tensors need all).
+        self.genai = is_genai(f)
+        self.canonical_claims: dict[str, list[_Claim]] = {}
+        self.expected: dict[str, tuple[int, ...]] = {}  # canonical shapes, known in the second pass
         self.report = MappingReport()
         self.hf_shapes: dict[str, tuple[int, ...]] = {}
         self.prefix = ""
@@ -219,9 +263,12 @@ class _Recovery:
     def collect(self) -> None:
         params = [n for n in self.f.tensors]
         scopes = sorted({s for n in self.graph.nodes if (s := self.graph.scope(n))})
-        self.prefix, _ = _wrapper_prefix(self.index, params, scopes)
+        # The builder's scopes are absolute; its initializer names are its own, not hf names, and
+        # hold what the operator applies (Gemma's norm factor 1 + w under the name of w): no evidence.
+        self.prefix = "" if self.genai else _wrapper_prefix(self.index, params, scopes)[0]
         for name, tensor in self.f.tensors.items():
-            self._by_name(name, tensor)
+            if not self.genai:
+                self._by_name(name, tensor)
             for use in self.graph.uses(name):
                 self._by_use(use, tensor)
 
@@ -255,6 +302,10 @@ class _Recovery:
         module = _strip(use.scope, self.prefix)
         if module is None:
             return False
+        if self.genai:
+            for regex, pairs in _GENAI_SCOPES:
+                if m := regex.match(module):
+                    return self._by_genai_use(use, spec, tensor, pairs, m.groupdict())
         candidates = self.index.lookup(module, spec.role)
         if len(candidates) != 1:
             return False
@@ -265,6 +316,8 @@ class _Recovery:
         if self.config_scope is None:
             self._add(hf_name, _Claim(tensor, use.tensor, (use.tensor, "?"), "probe"))
             return True
+        if spec.role == "norm":
+            self._refuse_norm_offset(use, hf_name)
         if use.transposed and len(tensor.shape) != 2:
             return False  # a Transpose without perm reverses every axis: a matrix flip only in 2-D
         operand, path = (_transpose(tensor), "T") if use.transposed else (tensor, "")
@@ -293,6 +346,66 @@ class _Recovery:
             evidence += " (folded transpose undone)"
         self._add(hf_name, _Claim(hf_tensor, use.tensor, (use.tensor, path), evidence))
         return True
+
+    def _by_genai_use(self, use: Use, spec: roles.OperandRole, tensor: LazyTensor,
+                      pairs: tuple[vocab.Pair, ...], groups: dict[str, str | None]) -> bool:
+        """A builder-template module reads ``tensor`` in role ``spec``: claim the canonical tensor(s)."""
+        patterns = [p for pair in pairs for p in pair
+                    if p in vocab.BY_PATTERN and vocab.BY_PATTERN[p].role == spec.role]
+        if len(patterns) != len(pairs) or tensor.numel <= 1:
+            return False  # e.g. an Add in a module whose canonical tensors have no bias
+        layer = groups.get("i")
+        if groups.get("n") is not None and self.config_scope is not None \
+                and int(groups["n"]) != self.config_scope["num_layers"]:
+            return False  # the final norm sits at layer index num_layers; anything else is not it
+        names = [p.replace("{i}", layer) if layer is not None else p for p in patterns]
+        if self.config_scope is None:
+            for name in names:
+                self._add_canonical(name, _Claim(tensor, use.tensor, (use.tensor, "?"), "probe"))
+            return True
+        if use.transposed and len(tensor.shape) != 2:
+            return False
+        operand, path = (_transpose(tensor), "T") if use.transposed else (tensor, "")
+        canonical, path = self._canonical_layout(use, spec, operand, path)
+        if canonical is None:
+            return False
+        if spec.role == "norm":
+            self._refuse_norm_offset(use, ", ".join(names))
+        shapes = [self.expected.get(n) for n in names]
+        if any(s is None or s[1:] != canonical.shape[1:] for s in shapes) \
+                or sum(s[0] for s in shapes if s) != canonical.shape[0]:
+            raise MappingError(
+                f"is read by {use.where} in module '{use.scope}' of the onnxruntime-genai builder as "
+                f"{' | '.join(names)}, but its {spec.role} shape {list(canonical.shape)} is not "
+                f"{' + '.join(str(list(s)) if s else '(not in this model)' for s in shapes)} as config.json says",
+                tensor=use.tensor, file=self.f.path,
+                hint="copy the config.json of the Hugging Face model the builder read next to the .onnx file")
+        evidence = f"{use.where} in module '{use.scope}' of the onnxruntime-genai builder reads it as {spec.role}"
+        if path.count("T") % 2:
+            evidence += " (folded transpose undone)"
+        start = 0
+        for name, shape in zip(names, shapes):
+            assert shape is not None
+            piece = canonical if len(names) == 1 else _Rows(canonical, start, shape[0])
+            rows = f", rows {start}:{start + shape[0]} of the packed projection" if len(names) > 1 else ""
+            self._add_canonical(name, _Claim(piece, use.tensor, (use.tensor, f"{path}[{start}]"), evidence + rows))
+            start += shape[0]
+        return True
+
+    def _add_canonical(self, name: str, claim: _Claim) -> None:
+        self.canonical_claims.setdefault(name, []).append(claim)
+
+    def _refuse_norm_offset(self, use: Use, parameter: str) -> None:
+        """A norm operator applies the tensor it reads. Where the architecture's norms apply
+        ``offset + w`` (Gemma: 1 + w), that tensor is the sum, and ``sum - offset`` is not ``w`` in
+        floating point (the low bits of w are gone): refuse rather than recover a different model."""
+        offset = self.config_scope.get("norm_weight_offset") if self.config_scope else None
+        if offset:
+            raise MappingError(
+                f"is the factor {offset:g} + w that {use.where} applies (this architecture's norms add {offset:g} "
+                f"to their weight w), not the parameter '{parameter}' itself: w cannot be recovered exactly, since "
+                f"({offset:g} + w) - {offset:g} differs from w in floating point", tensor=use.tensor, file=self.f.path,
+                hint="convert the original checkpoint instead (the exporter stored the sum, not the parameter)")
 
     def _canonical_layout(self, use: Use, spec: roles.OperandRole, operand: LazyTensor,
                           path: str) -> tuple[LazyTensor | None, str]:
@@ -330,8 +443,34 @@ class _Recovery:
 
     def resolve_claims(self) -> dict[str, LazyTensor]:
         """One tensor per hf parameter; further claims verified equal and reported as duplicates."""
-        out: dict[str, LazyTensor] = {}
+        out = self._resolve(self.claims)
         for hf_name, claims in self.claims.items():
+            self.report.transforms.extend(
+                {"source": c.source, "recovered": hf_name, "evidence": c.evidence} for c in claims[:1]
+                if c.evidence != f"initializer named '{c.source}'")
+        return out
+
+    def claim_from_canonical(self, config: Any) -> None:
+        """Builder graphs: the canonical claims as hf claims, through the map's inverse transforms
+        (several canonical tensors may make one hf tensor, e.g. Phi-3's fused qkv_proj)."""
+        if not self.canonical_claims:
+            return
+        canonical = self._resolve(self.canonical_claims)
+        canonical_of = _canonical_by_hf_name(self.nmap, self.head, config)
+        try:
+            hf_tensors = from_canonical(self.nmap, DIALECT, self.head.prefix, canonical, config)
+        except MappingError as e:  # e.g. a fused hf tensor one of whose canonical parts the graph lacks
+            raise MappingError(e.message, names=e.names, file=self.f.path,
+                               hint="the graph lacks part of a parameter; convert the original checkpoint") from e
+        for hf_name, tensor in hf_tensors.items():
+            parts = [self.canonical_claims[c][0] for c in canonical_of.get(hf_name, []) if c in self.canonical_claims]
+            sources = ", ".join(dict.fromkeys(c.source for c in parts))
+            evidence = "; ".join(dict.fromkeys(c.evidence for c in parts))
+            self._add(hf_name, _Claim(tensor, sources, (sources, "canonical"), evidence))
+
+    def _resolve(self, table: dict[str, list[_Claim]]) -> dict[str, LazyTensor]:
+        out: dict[str, LazyTensor] = {}
+        for hf_name, claims in table.items():
             first = claims[0]
             seen = {first.key}
             for other in claims[1:]:
@@ -346,14 +485,26 @@ class _Recovery:
                 if other.source != first.source:
                     self.report.duplicates_dropped.append((other.source, first.source))
             out[hf_name] = first.tensor
-            self.report.transforms.extend(
-                {"source": c.source, "recovered": hf_name, "evidence": c.evidence} for c in claims[:1]
-                if c.evidence != f"initializer named '{c.source}'")
         return out
 
-    def zero_bias_proof(self, hf_name: str) -> str | None:
+    def zero_bias_proof(self, hf_name: str, canonical: list[str]) -> str | None:
         """Why the graph proves parameter ``hf_name`` (a bias) zero, or None when it does not."""
-        module = hf_name.rsplit(".", 1)[0] if "." in hf_name else ""
+        if not self.genai:
+            return self._zero_bias_proof(hf_name.rsplit(".", 1)[0] if "." in hf_name else "")
+        # Builder graphs: the template modules holding these canonical biases (the builder leaves out
+        # the Add of an all-zero bias); one proof per canonical bias.
+        proofs = []
+        for name in canonical:
+            pattern, layer = vocab.pattern_of(name), vocab.layer_of(name)
+            modules = [t.replace("{i}", str(layer)) for t, pairs in roles.GENAI_SCOPES.items()
+                       if any(pattern == bias for _, bias in pairs)]
+            proof = next((p for m in modules if (p := self._zero_bias_proof(m)) is not None), None)
+            if proof is None:
+                return None
+            proofs.append(proof)
+        return "; ".join(dict.fromkeys(proofs)) or None
+
+    def _zero_bias_proof(self, module: str) -> str | None:
         proofs = []
         for node in self.graph.nodes:
             scope = self.graph.scope(node)
@@ -374,7 +525,8 @@ class _Recovery:
                 # besides: that could be the bias, added (or fused into, as onnxruntime's
                 # SkipLayerNormalization does) there. Shape constants (int64) and scalars cannot.
                 if any(self._float_constant(v) for c, _ in self.graph.value_consumers(node.output[0])
-                       for v in c.input if v != node.output[0]):
+                       for k, v in enumerate(c.input)
+                       if v != node.output[0] and (c.op_type, k) not in roles.CONSTANT_OPERANDS):
                     return None
                 proofs.append(f"{op} '{node.name}' adds no bias to its output")
         if not proofs:
@@ -401,6 +553,11 @@ class _Recovery:
 
     def explain_missing(self, hf_name: str, canonical: list[str], hidden: int) -> str:
         module = hf_name.rsplit(".", 1)[0]
+        if self.genai:
+            templates = [t for t, pairs in roles.GENAI_SCOPES.items()
+                         if any(vocab.pattern_of(c) in pair for c in canonical for pair in pairs)]
+            where = " or ".join(f"'{t}'" for t in templates) or f"'{module}'"
+            return f"no operator in module {where} of the onnxruntime-genai builder reads an initializer in this role"
         reasons = [f"no initializer is named '{self.prefix}{hf_name}'"]
         if not self.graph.has_scopes:
             reasons.append("the graph records no module scopes (no exporter metadata, no scoped node names), so "
@@ -442,6 +599,14 @@ def recover(path: Path, f: OnnxFile, *, arch: str | None = None) -> Checkpoint:
     from llmstd.formats import hf
 
     config_path = f.path.parent / CONFIG
+    genai = is_genai(f)
+    _refuse_graph(f, GraphIndex(f.model), genai)
+    if not config_path.is_file() and genai:
+        raise FormatError(
+            "this ONNX model was written by onnxruntime-genai's model builder, which does not copy the Hugging Face "
+            "config.json, and none is beside it", file=f.path,
+            hint="copy config.json from the Hugging Face directory the builder read (its -i/--input) next to the "
+                 ".onnx file: neither the graph nor genai_config.json records rotary parameters and the like")
     if not config_path.is_file():
         raise FormatError(
             "this ONNX model was not written by llmstd and has no config.json beside it", file=f.path,
@@ -455,8 +620,12 @@ def recover(path: Path, f: OnnxFile, *, arch: str | None = None) -> Checkpoint:
     probe = _Recovery(f, nmap, head, None)
     probe.collect()
     present = probe.index.matcher.canonical_names_present(list(probe.claims))
-    dtype = common.dominant_dtype({n: c[0].tensor for n, c in probe.claims.items()}) if probe.claims else "float32"
+    present |= {p for n in probe.canonical_claims for p in (n, vocab.pattern_of(n)) if p}
+    found = {n: c[0].tensor for n, c in [*probe.claims.items(), *probe.canonical_claims.items()]}
+    dtype = common.dominant_dtype(found) if found else "float32"
     config, keys = read_config(nmap, raw, head=head.name, dtype=dtype, present=present, source=str(config_path))
+    if genai:
+        _check_genai_config(f, probe.graph, config, config_path)
 
     rec = _Recovery(f, nmap, head, config.to_dict())
     expected = vocab.expected_tensors(config)
@@ -466,9 +635,11 @@ def recover(path: Path, f: OnnxFile, *, arch: str | None = None) -> Checkpoint:
     hf_placeholders = from_canonical(nmap, DIALECT, head.prefix,
                                      {n: _ShapeOnly(s, placeholder_dtype) for n, s in every.items()}, config)
     rec.hf_shapes = {n: t.shape for n, t in hf_placeholders.items()}
+    rec.expected = every
     expected_hf = from_canonical(nmap, DIALECT, head.prefix,
                                  {n: _ShapeOnly(s, placeholder_dtype) for n, s in expected.items()}, config)
     rec.collect()
+    rec.claim_from_canonical(config)
     tensors = rec.resolve_claims()
 
     # Parameters the config requires that no evidence provides.
@@ -478,7 +649,7 @@ def recover(path: Path, f: OnnxFile, *, arch: str | None = None) -> Checkpoint:
     for hf_name in missing:
         canon = canonical_of.get(hf_name, [])
         role = vocab.BY_PATTERN[vocab.pattern_of(canon[0]) or ""].role if canon else ""
-        proof = rec.zero_bias_proof(hf_name) if role == "bias" else None
+        proof = rec.zero_bias_proof(hf_name, canon) if role == "bias" else None
         if proof is not None:
             t = expected_hf[hf_name]
             tensors[hf_name] = ArrayTensor(np.zeros(t.shape, dtype=dtypes.dtype(config.dtype).numpy))
@@ -497,15 +668,30 @@ def recover(path: Path, f: OnnxFile, *, arch: str | None = None) -> Checkpoint:
                  "checkpoint instead")
 
     # Graph constants that are no parameter: reported, so nothing in the file goes unaccounted for.
-    used_sources = {c.source for cl in rec.claims.values() for c in cl}
+    used_sources = {c.source for table in (rec.claims, rec.canonical_claims) for cl in table.values() for c in cl}
     ignored_names = {n for n, _ in rec.report.ignored}
+    strays = []
     for name, tensor in f.tensors.items():
         if name in used_sources or name in ignored_names or not tensor.dtype.is_float or tensor.numel <= 1:
             continue
         uses = rec.graph.uses(name)
+        reasons = {roles.CONSTANT_OPERANDS.get((u.node.op_type, u.index)) for u in uses}
+        if uses and len(reasons) == 1 and None not in reasons:
+            rec.report.ignored.append((name, reasons.pop()))
+            continue
         where = ", ".join(sorted({f"{u.node.op_type} in '{u.scope}'" if u.scope is not None else u.node.op_type
                                   for u in uses})) or "no operator"
+        if genai and name in f.initializers:
+            # The builder writes parameters and rotary tables as initializers, computation constants as
+            # Constant nodes: an initializer that is neither is something this reader does not know.
+            strays.append(f"'{name}' {list(tensor.shape)} (read by {where})")
+            continue
         rec.report.ignored.append((name, f"graph constant, not a parameter of the map (read by {where})"))
+    if strays:
+        raise MappingError(
+            f"{len(strays)} initializer(s) of the onnxruntime-genai graph are neither a parameter of the map nor a "
+            f"rotary table: {', '.join(strays)}", file=f.path,
+            hint="the builder exported something this reader does not know; convert the original checkpoint instead")
 
     canonical, report = to_canonical(nmap, DIALECT, head.prefix, tensors, config, source=str(f.path))
     report.ignored[:0] = rec.report.ignored
@@ -513,9 +699,50 @@ def recover(path: Path, f: OnnxFile, *, arch: str | None = None) -> Checkpoint:
     report.transforms[:0] = rec.report.transforms
     keys.record(report)
     files = [f.path, *f.data_files, config_path]
+    # genai_config.json describes the ONNX package (it names model.onnx), not the model: not carried on.
+    read = [*files, f.path.parent / GENAI_CONFIG] if genai else files
     return Checkpoint(path=path, format="onnx", container=f.container, dialect="onnx", config=config,
                       tensors=canonical, files=files, source_names=dict(f.tensors), report=report,
-                      sidecars=common.side_files(path, files))
+                      sidecars=common.side_files(path, read))
+
+
+def _refuse_graph(f: OnnxFile, graph: GraphIndex, genai: bool) -> None:
+    """Graphs whose parameters cannot be recovered exactly, refused by operator and initializer."""
+    quantized = sorted({f"{n.op_type} '{n.name}'" for n in graph.nodes if n.op_type in roles.QUANTIZED
+                        and any(v in f.tensors for v in n.input)})
+    if quantized:
+        raise MappingError(
+            f"the graph holds quantized weights ({', '.join(quantized[:4])}{', ...' if len(quantized) > 4 else ''}): "
+            "the float parameters they approximate cannot be recovered exactly", file=f.path,
+            hint="convert the original checkpoint, or export it in float precision (onnxruntime-genai's builder: "
+                 "-p fp32 or -p fp16)")
+    interleaved = [f"{n.op_type} '{n.name}'" for n in graph.nodes if genai and
+                   attribute(n, roles.INTERLEAVED_ROTARY.get(n.op_type, ""), 0) == 1]
+    if interleaved:
+        raise MappingError(
+            f"{interleaved[0]} rotates interleaved feature pairs: the q and k rows of this graph are not in the "
+            "canonical rotate-half order, and this reader does not reorder them", file=f.path,
+            hint="convert the original checkpoint instead")
+
+
+def _check_genai_config(f: OnnxFile, graph: GraphIndex, config: Any, config_path: Path) -> None:
+    """The user copies config.json beside a builder graph by hand: check it against what the graph
+    records (head counts of the attention operators, norm epsilons), since a config of another model
+    with the same shapes would otherwise give a different model."""
+    wanted = {"num_heads": config.num_heads, "kv_num_heads": config.num_kv_heads}
+    eps = np.float32(config.norm_eps)
+    for node in graph.nodes:
+        checks: list[tuple[str, Any, Any]] = []
+        if node.op_type in ("GroupQueryAttention", "MultiHeadAttention"):
+            checks = [(a, attribute(node, a), v) for a, v in wanted.items()]
+        elif node.op_type.endswith("LayerNormalization"):
+            checks = [("epsilon", attribute(node, "epsilon"), eps)]
+        for name, have, want in checks:
+            if have is not None and np.float32(have) != np.float32(want):
+                raise MappingError(
+                    f"{node.op_type} '{node.name}' has {name}={have}, but config.json says {want}", file=f.path,
+                    hint=f"{config_path} does not describe this graph; copy the config.json of the Hugging Face "
+                         "model the builder read next to the .onnx file")
 
 
 def _canonical_by_hf_name(nmap: NamingMap, head: Head, config: Any) -> dict[str, list[str]]:

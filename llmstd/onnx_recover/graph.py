@@ -79,6 +79,16 @@ class GraphIndex:
                     self.consumers[value].append((node, k))
             for value in node.output:
                 self.producer[value] = node
+        # An If hands on the outputs of the branch it takes: a value a branch outputs is, unchanged,
+        # the If's output at that position (onnxruntime-genai's LongRoPE graphs choose their rotary
+        # tables so). Loop and Scan bodies compute; they are not followed.
+        self.branch_outputs: dict[str, list[str]] = defaultdict(list)
+        for node in self.nodes:
+            if node.op_type == "If" and node.domain in ("", "ai.onnx"):
+                for attr in node.attribute:
+                    if attr.type == 5:  # GRAPH: then_branch, else_branch
+                        for out, value in zip(node.output, attr.g.output):
+                            self.branch_outputs[value.name].append(out)
         self._scopes = {id(n): node_scope(n) for n in self.nodes}
         self.has_scopes = any(s is not None for s in self._scopes.values())
 
@@ -91,6 +101,8 @@ class GraphIndex:
         stack: list[tuple[str, bool, int]] = [(tensor, False, 0)]
         while stack:
             value, transposed, depth = stack.pop()
+            if depth < 8:
+                stack.extend((out, transposed, depth + 1) for out in self.branch_outputs.get(value, []))
             for node, k in self.consumers.get(value, []):
                 if node.op_type in roles.PASS_THROUGH and node.domain in ("", "ai.onnx") and depth < 8:
                     if not node.output:

@@ -1,5 +1,6 @@
 """Weights recovered from ONNX models that other exporters wrote: torch.onnx dynamo and TorchScript
-(Optimum-style for llama), with anonymized, transposed and duplicated initializers."""
+(Optimum-style for llama), with anonymized, transposed and duplicated initializers, and Optimum's own
+export with a key/value cache (tests/data/optimum_llama)."""
 
 from __future__ import annotations
 
@@ -158,3 +159,24 @@ def test_foreign_onnx_without_config_is_refused(store, tmp_path: Path, copy_of) 
     (src / "config.json").unlink()
     with pytest.raises(FormatError, match="config.json"):
         llmstd.convert(src, tmp_path / "hf", to="hf")
+
+
+OPTIMUM = Path(__file__).resolve().parents[1] / "data" / "optimum_llama"
+
+
+def test_optimum_export_with_cache_converts_back_bit_identical(tmp_path: Path) -> None:
+    """Optimum's own export (kept in tests/data: it needs transformers < 4.58) of a random Llama,
+    with position_ids and a key/value cache: every weight recovered bit for bit, and transformers
+    loads the result without a missing or unexpected key."""
+    import transformers
+    from safetensors.numpy import load_file
+
+    import llmstd
+
+    llmstd.convert(OPTIMUM / "onnx" / "model.onnx", tmp_path / "hf", to="hf")
+    want, have = load_file(str(OPTIMUM / "hf" / "model.safetensors")), load_file(str(tmp_path / "hf" / "model.safetensors"))
+    assert sorted(want) == sorted(have)
+    for name in want:
+        assert want[name].tobytes() == have[name].tobytes(), name
+    _, info = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "hf"), output_loading_info=True)
+    assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
