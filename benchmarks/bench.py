@@ -7,10 +7,15 @@
 Commands run in rounds: each round runs every command once, in the order listed, so slow drifts of
 the machine (disk, host) reach every row alike; each command starts from a settled machine (see
 measure.settle). Writes benchmarks/RESULTS.md (or --results PATH): machine, date, exact commands,
-medians of the rounds, and each target checked: wall <= 1.5x cp (canonical) / 2.5x cp (tf-h5, onnx)
-against both floors, `cp -r` (data left in the page cache) and `cp -r && sync` (data on disk, as
-llmstd's fsync leaves it); peak RSS <= 2 x largest tensor + 600 MB; peak RSS >= 3x lower than
-Hugging Face's route.
+medians of the rounds, and each target checked: wall <= 1.5x cp (canonical, hf) / 2.5x cp (tf-h5,
+onnx) against both floors, `cp -r` (data left in the page cache) and `cp -r && sync` (data on disk, as
+llmstd's fsync leaves it); peak RSS <= 2 x largest tensor + 600 MB (for mixture-of-experts shapes the
+largest tensor is a layer's packed experts); peak RSS >= 3x lower than Hugging Face's route.
+
+Llama shapes also get generation rows (an onnxruntime-genai package written by llmstd beside
+transformers generate, decode tokens/s from benchmarks/generate_speed.py) and, with
+LLMSTD_OPTIMUM_PYTHON naming an interpreter that has optimum-onnx (it pins transformers < 4.58, so it
+needs an environment of its own), Optimum's export beside torch.onnx.export and llmstd's.
 """
 
 from __future__ import annotations

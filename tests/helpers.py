@@ -412,3 +412,43 @@ def greedy_with_eos(model: Any, prompt: np.ndarray, new_tokens: int = NEW_TOKENS
                              max_new_tokens=new_tokens, pad_token_id=0, eos_token_id=eos)
     ids = out[0].numpy()
     return ids[:-1] if ids[-1] == eos else ids
+
+
+LEGACY_LOGITS_SCRIPT = """
+import json, sys
+import numpy as np, torch
+from transformers import AutoModelForCausalLM
+jobs, inputs = json.loads(sys.argv[1]), np.load(sys.argv[2])
+ids, mask = torch.from_numpy(inputs["input_ids"]), torch.from_numpy(inputs["attention_mask"])
+for job in jobs:
+    model, info = AutoModelForCausalLM.from_pretrained(job["dir"], dtype=torch.float32, attn_implementation="eager",
+                                                       output_loading_info=True)
+    assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")), (job, info)
+    with torch.no_grad():
+        np.save(job["out"], model.eval()(input_ids=ids, attention_mask=mask).logits.numpy())
+"""
+
+
+def assert_transformers_4_computes(legacy_python: str, work: Path, models: Mapping[str, tuple[Path, Any]],
+                                   seq: int = 100) -> None:
+    """Each HF directory of ``models`` (name -> (directory, the transformers 5 model it should be)) loads
+    in transformers 4.57 -- one subprocess of the legacy environment for all -- without a missing or
+    unexpected key, and computes logits within check's float32 limit of the transformers 5 model's on a
+    padded batch (the two generations' kernels may round differently)."""
+    import torch
+
+    ids, mask = padded_batch(seq=seq, vocab=VOCAB)
+    np.savez(work / "inputs.npz", input_ids=ids.numpy(), attention_mask=mask.numpy())
+    jobs = [{"name": name, "dir": str(directory), "out": str(work / f"{name}.npy")}
+            for name, (directory, _) in models.items()]
+    env = {**os.environ, "USE_TORCH": "1", "USE_TF": "0", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
+    done = subprocess.run([legacy_python, "-c", LEGACY_LOGITS_SCRIPT, json.dumps(jobs), str(work / "inputs.npz")],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    real = mask.numpy().astype(bool)
+    for job in jobs:
+        with torch.no_grad():
+            want = models[job["name"]][1](input_ids=ids, attention_mask=mask).logits.numpy()[real]
+        got = np.load(job["out"])[real]
+        nmse = float(((got - want) ** 2).mean() / (want ** 2).mean())
+        assert nmse <= 1e-10, f"{job['name']}: transformers 4.57 computes another model (NMSE {nmse:.2e})"

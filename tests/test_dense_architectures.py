@@ -220,48 +220,15 @@ def test_saved_by_transformers_4_converts_and_checks(store: Store, tmp_path: Pat
     assert report.b.runtime == FORMATS[fmt]
 
 
-LEGACY_SCRIPT = """
-import json, sys
-import numpy as np, torch
-from transformers import AutoModelForCausalLM
-jobs, inputs = json.loads(sys.argv[1]), np.load(sys.argv[2])
-ids, mask = torch.from_numpy(inputs["input_ids"]), torch.from_numpy(inputs["attention_mask"])
-for job in jobs:
-    model, info = AutoModelForCausalLM.from_pretrained(job["dir"], dtype=torch.float32, attn_implementation="eager",
-                                                       output_loading_info=True)
-    assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")), (job, info)
-    with torch.no_grad():
-        np.save(job["out"], model.eval()(input_ids=ids, attention_mask=mask).logits.numpy())
-"""
-
-
 def test_written_config_is_the_same_model_in_transformers_4(store: Store, legacy_python: str, tmp_path: Path) -> None:
     """llmstd's HF output of each transformers 5 save loads in transformers 4.57 (a subprocess of the
     legacy environment) as the same model: its logits equal transformers 5's within check's float32
     limits (the two generations' kernels may round differently)."""
-    import os
-    import subprocess
-
-    import torch
-
-    ids, mask = helpers.padded_batch(seq=100, vocab=V)
-    np.savez(tmp_path / "inputs.npz", input_ids=ids.numpy(), attention_mask=mask.numpy())
-    jobs = []
+    models = {}
     for arch in ARCHS:
-        out = tmp_path / arch
-        llmstd.convert(store.converted(arch, "canonical"), out, to="hf")
-        jobs.append({"arch": arch, "dir": str(out), "out": str(tmp_path / f"{arch}.npy")})
-    env = {**os.environ, "USE_TORCH": "1", "USE_TF": "0", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
-    done = subprocess.run([legacy_python, "-c", LEGACY_SCRIPT, json.dumps(jobs), str(tmp_path / "inputs.npz")],
-                          capture_output=True, text=True, env=env, timeout=600)
-    assert done.returncode == 0, done.stderr[-4000:]
-    real = mask.numpy().astype(bool)
-    for job in jobs:
-        with torch.no_grad():
-            want = build(job["arch"])(input_ids=ids, attention_mask=mask).logits.numpy()[real]
-        got = np.load(job["out"])[real]
-        nmse = float(((got - want) ** 2).mean() / (want ** 2).mean())
-        assert nmse <= 1e-10, f"{job['arch']}: transformers 4.57 computes another model (NMSE {nmse:.2e})"
+        llmstd.convert(store.converted(arch, "canonical"), tmp_path / arch, to="hf")
+        models[arch] = (tmp_path / arch, build(arch))
+    helpers.assert_transformers_4_computes(legacy_python, tmp_path, models)
 
 
 @pytest.mark.parametrize("arch", list(ARCHS))
