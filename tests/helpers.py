@@ -452,3 +452,52 @@ def assert_transformers_4_computes(legacy_python: str, work: Path, models: Mappi
         got = np.load(job["out"])[real]
         nmse = float(((got - want) ** 2).mean() / (want ** 2).mean())
         assert nmse <= 1e-10, f"{job['name']}: transformers 4.57 computes another model (NMSE {nmse:.2e})"
+
+
+def sharp_random_model(config_cls: str, model_cls: str, kwargs: Mapping[str, Any], seed: int) -> Any:
+    """transformers' ``model_cls`` for ``config_cls(**kwargs)`` (eager attention) with every parameter
+    random and sharpened, in eval mode."""
+    import torch
+    import transformers
+
+    config = getattr(transformers, config_cls)(**kwargs)
+    config._attn_implementation = "eager"
+    torch.manual_seed(0)
+    model = getattr(transformers, model_cls)(config)
+    return sharpen_(randomize_(model, seed=seed)).eval()
+
+
+class ConvertedStore:
+    """Checkpoints built once per test module: subclasses say how ``hf(arch)`` is saved; ``converted``
+    caches llmstd's conversion of it to each format."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.dirs: dict[tuple[str, str], Path] = {}
+
+    def hf(self, arch: str) -> Path:
+        raise NotImplementedError
+
+    def converted(self, arch: str, fmt: str) -> Path:
+        if (arch, fmt) not in self.dirs:
+            import llmstd
+
+            llmstd.convert(self.hf(arch), self.root / f"{arch}-{fmt}", to=fmt)
+            self.dirs[arch, fmt] = self.root / f"{arch}-{fmt}"
+        return self.dirs[arch, fmt]
+
+
+def assert_cached_onnx_generation_matches(onnx_dir: Path, model: Any) -> None:
+    """Greedy generation of NEW_TOKENS tokens from a left-padded batch of two prompts: onnxruntime
+    driving the graph's key/value cache by hand gives ``model``'s (transformers) ``generate`` tokens,
+    every step's logits within check's float32 limit."""
+    import onnxruntime as ort
+
+    ids, mask = padded_batch(seq=40, vocab=VOCAB)
+    prompt = {"input_ids": ids[:2].numpy(), "attention_mask": mask[:2].numpy()[:, ::-1].copy()}  # pad on the left
+    prompt["input_ids"] = np.where(prompt["attention_mask"] == 0, 0, prompt["input_ids"])
+    session = ort.InferenceSession(str(Path(onnx_dir) / "model.onnx"), providers=["CPUExecutionProvider"])
+    ours, our_logits = greedy_ort(session, prompt)
+    theirs, their_logits = greedy_torch(model, prompt)
+    np.testing.assert_array_equal(ours, theirs)
+    assert step_nmse(our_logits, their_logits) <= 1e-10

@@ -71,33 +71,15 @@ FORMATS = {"canonical": "llmstd-torch", "tf-h5": "llmstd-tf", "tf-ckpt": "llmstd
 
 
 def build(arch: str, **overrides: Any) -> Any:
-    import torch
-    import transformers
-
     config_cls, model_cls, kwargs, _ = ARCHS[arch]
-    config = getattr(transformers, config_cls)(**{**kwargs, **overrides})
-    config._attn_implementation = "eager"
-    torch.manual_seed(0)
-    model = getattr(transformers, model_cls)(config)
-    helpers.sharpen_(helpers.randomize_(model, seed=5))
-    return model.eval()
+    return helpers.sharp_random_model(config_cls, model_cls, {**kwargs, **overrides}, seed=5)
 
 
-class Store:
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.dirs: dict[tuple[str, str], Path] = {}
-
+class Store(helpers.ConvertedStore):
     def hf(self, arch: str) -> Path:
         if (arch, "hf") not in self.dirs:
             self.dirs[arch, "hf"] = helpers.save(build(arch), self.root / f"{arch}-hf", "safetensors")
         return self.dirs[arch, "hf"]
-
-    def converted(self, arch: str, fmt: str) -> Path:
-        if (arch, fmt) not in self.dirs:
-            llmstd.convert(self.hf(arch), self.root / f"{arch}-{fmt}", to=fmt)
-            self.dirs[arch, fmt] = self.root / f"{arch}-{fmt}"
-        return self.dirs[arch, fmt]
 
 
 @pytest.fixture(scope="module")
@@ -237,17 +219,7 @@ def test_cached_onnx_generation_is_token_identical_to_generate(store: Store, arc
     the graph's key/value cache by hand gives transformers 5 ``generate``'s tokens, every step's
     logits within check's float32 limit (windows of 8 are outgrown, LongRoPE switches to its long
     factors past 32 positions)."""
-    import onnxruntime as ort
-
-    prompt = {k: v[:2].numpy() for k, v in zip(("input_ids", "attention_mask"), helpers.padded_batch(seq=40, vocab=V))}
-    prompt["attention_mask"] = prompt["attention_mask"][:, ::-1].copy()  # pad on the left
-    prompt["input_ids"] = np.where(prompt["attention_mask"] == 0, 0, prompt["input_ids"])
-    session = ort.InferenceSession(str(store.converted(arch, "onnx") / "model.onnx"),
-                                   providers=["CPUExecutionProvider"])
-    ours, our_logits = helpers.greedy_ort(session, prompt)
-    theirs, their_logits = helpers.greedy_torch(build(arch), prompt)
-    np.testing.assert_array_equal(ours, theirs)
-    assert helpers.step_nmse(our_logits, their_logits) <= 1e-10
+    helpers.assert_cached_onnx_generation_matches(store.converted(arch, "onnx"), build(arch))
 
 
 @pytest.mark.parametrize("arch", list(ARCHS))

@@ -49,22 +49,11 @@ FORMATS = {"canonical": "llmstd-torch", "tf-h5": "llmstd-tf", "tf-ckpt": "llmstd
 
 
 def build(arch: str, **overrides: Any) -> Any:
-    import torch
-    import transformers
-
     config_cls, model_cls, kwargs, _ = ARCHS[arch]
-    config = getattr(transformers, config_cls)(**{**kwargs, **overrides})
-    config._attn_implementation = "eager"
-    torch.manual_seed(0)
-    model = getattr(transformers, model_cls)(config)
-    return helpers.sharpen_(helpers.randomize_(model, seed=7)).eval()
+    return helpers.sharp_random_model(config_cls, model_cls, {**kwargs, **overrides}, seed=7)
 
 
-class Store:
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.dirs: dict[tuple[str, str], Path] = {}
-
+class Store(helpers.ConvertedStore):
     def hf(self, arch: str, layout: str = "per-expert") -> Path:
         if (arch, layout) not in self.dirs:
             directory = self.root / f"{arch}-hf-{layout}"
@@ -75,12 +64,6 @@ class Store:
                 build(arch).save_pretrained(directory, save_original_format=LAYOUTS[layout])
             self.dirs[arch, layout] = directory
         return self.dirs[arch, layout]
-
-    def converted(self, arch: str, fmt: str) -> Path:
-        if (arch, fmt) not in self.dirs:
-            llmstd.convert(self.hf(arch), self.root / f"{arch}-{fmt}", to=fmt)
-            self.dirs[arch, fmt] = self.root / f"{arch}-{fmt}"
-        return self.dirs[arch, fmt]
 
 
 @pytest.fixture(scope="module")
@@ -263,26 +246,12 @@ def test_canonical_config_validates_expert_fields() -> None:
 # -- generation (ONNX with a key/value cache, onnxruntime-genai) --------------------------------
 
 
-def _left_padded_prompts() -> dict[str, np.ndarray]:
-    ids, mask = helpers.padded_batch(seq=40, vocab=V)
-    prompt = {"input_ids": ids[:2].numpy(), "attention_mask": mask[:2].numpy()[:, ::-1].copy()}  # pad on the left
-    prompt["input_ids"] = np.where(prompt["attention_mask"] == 0, 0, prompt["input_ids"])
-    return prompt
-
-
 @pytest.mark.parametrize("arch", list(ARCHS))
 def test_cached_onnx_generation_is_token_identical_to_generate(store: Store, arch: str) -> None:
     """32 greedy tokens from a left-padded batch of two prompts: onnxruntime driving the cache by hand
     gives transformers 5 generate's tokens (routing decided afresh at every step), each step's logits
     within check's float32 limit."""
-    import onnxruntime as ort
-
-    prompt = _left_padded_prompts()
-    session = ort.InferenceSession(str(store.converted(arch, "onnx") / "model.onnx"), providers=["CPUExecutionProvider"])
-    ours, our_logits = helpers.greedy_ort(session, prompt)
-    theirs, their_logits = helpers.greedy_torch(build(arch), prompt)
-    np.testing.assert_array_equal(ours, theirs)
-    assert helpers.step_nmse(our_logits, their_logits) <= 1e-10
+    helpers.assert_cached_onnx_generation_matches(store.converted(arch, "onnx"), build(arch))
 
 
 @pytest.mark.parametrize("arch", list(ARCHS))
