@@ -16,7 +16,10 @@ LEGACY_PIP := $(LEGACY_PY) -m pip --disable-pip-version-check
 TORCH_PIN := torch==2.13.0
 TF_PIN := "tensorflow-cpu==2.21.*" "h5py>=3.8"
 ONNX_PINS := "onnx==1.23.*" "onnxruntime>=1.18"
-TEST_PINS := $(TORCH_PIN) transformers==5.24.0 $(TF_PIN) $(ONNX_PINS) "onnxscript>=0.5" "onnxruntime-genai==0.18.*" "gguf>=0.10" "accelerate>=1.0"
+# KerasHub presets are checked against KerasHub itself (Keras 3, TensorFlow backend). keras-hub pulls
+# tensorflow-text, which requires the full tensorflow wheel of the same release as tensorflow-cpu.
+KERAS_HUB_PINS := "keras-hub==0.32.*" "keras==3.15.*"
+TEST_PINS := $(TORCH_PIN) transformers==5.24.0 $(TF_PIN) $(ONNX_PINS) "onnxscript>=0.5" "onnxruntime-genai==0.18.*" "gguf>=0.10" "accelerate>=1.0" $(KERAS_HUB_PINS)
 LEGACY_PINS := $(TORCH_PIN) transformers==4.57.6 $(TF_PIN) "tf-keras==2.21.*" $(ONNX_PINS)
 DEMO_OUT := build/demo
 

@@ -4,6 +4,8 @@
     python benchmarks/hf_routes.py onnx SRC_HF_DIR OUT_DIR      # torch.onnx.export of the loaded model
     python benchmarks/hf_routes.py optimum SRC_HF_DIR OUT_DIR   # Optimum's exporter (text-generation-with-past);
                                                                 # run by an interpreter that has optimum-onnx
+    python benchmarks/hf_routes.py keras-hub SRC_HF_DIR OUT_DIR # KerasHub: <Task>.from_preset(SRC) (its own
+                                                                # Hugging Face converter), then save_to_preset
     python benchmarks/hf_routes.py tf-h5 SRC OUT --supported    # exit 0 if a route exists for this model
 """
 
@@ -14,11 +16,16 @@ import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 # transformers' TensorFlow classes exist for these model types only (and only in transformers 4.x).
 TF_CLASSES = {"gpt2": "TFGPT2LMHeadModel", "mistral": "TFMistralForCausalLM", "bert": "TFBertForMaskedLM"}
+# KerasHub's task for a Hugging Face model_type, where its converter reads that model type.
+KERAS_HUB_TASKS = {"llama": "Llama3CausalLM", "mistral": "MistralCausalLM", "qwen2": "QwenCausalLM",
+                   "qwen3": "Qwen3CausalLM", "gemma": "GemmaCausalLM", "gemma2": "GemmaCausalLM",
+                   "gemma3_text": "Gemma3CausalLM", "gpt2": "GPT2CausalLM", "mixtral": "MixtralCausalLM",
+                   "qwen2_moe": "QwenMoeCausalLM", "qwen3_moe": "Qwen3MoeCausalLM"}
 
 
 def main() -> int:
@@ -26,6 +33,9 @@ def main() -> int:
     model_type = json.loads((src / "config.json").read_text())["model_type"]
     if fmt == "tf-h5" and model_type not in TF_CLASSES:
         print(f"transformers has no TensorFlow class for {model_type}")
+        return 1
+    if fmt == "keras-hub" and model_type not in KERAS_HUB_TASKS:
+        print(f"KerasHub has no converter for {model_type}")
         return 1
     if "--supported" in sys.argv:
         return 0
@@ -35,7 +45,14 @@ def main() -> int:
 
         main_export(str(src), output=out, task="text-generation-with-past", no_post_process=False)
         return 0
+    if fmt == "keras-hub":
+        import keras_hub
+
+        task = getattr(keras_hub.models, KERAS_HUB_TASKS[model_type]).from_preset(str(src), preprocessor=None)
+        task.save_to_preset(str(out))
+        return 0
     if fmt == "tf-h5":
+        os.environ["TF_USE_LEGACY_KERAS"] = "1"  # before transformers imports TensorFlow: its TF classes are Keras 2
         import transformers
 
         model = getattr(transformers, TF_CLASSES[model_type]).from_pretrained(src, from_pt=True)

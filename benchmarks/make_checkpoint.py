@@ -2,7 +2,9 @@
 
     python benchmarks/make_checkpoint.py llama-500m OUT_DIR [--dtype bfloat16] [--shard-size 1GB]
 
-Weights are random (normal × 0.02) and written with llmstd's streaming safetensors writer, in the
+Weights are random (normal × 0.02; norm weights 1 + normal × 0.02, as trained norms sit near 1, so
+every layer's contribution is of a realistic size and a fault in one shows) and written with
+llmstd's streaming safetensors writer, in the
 names, layout and config.json transformers would write, one tensor in memory at a time.
 """
 
@@ -43,6 +45,9 @@ SHAPES = {
     "llama-500m": dict(LLAMA, vocab_size=32000, hidden_size=1536, num_layers=16, num_heads=16, num_kv_heads=4,
                        head_dim=96, rotary_dim=96, intermediate_size=4096),
     # TinyLlama-1.1B shape.
+    # Llama-2-7B's shape: 6.7B parameters, 13.5 GB in bfloat16.
+    "llama-7b": dict(LLAMA, vocab_size=32000, hidden_size=4096, num_layers=32, num_heads=32, num_kv_heads=32,
+                     head_dim=128, rotary_dim=128, intermediate_size=11008),
     "llama-1.1b": dict(LLAMA, vocab_size=32000, hidden_size=2048, num_layers=22, num_heads=32, num_kv_heads=4,
                        head_dim=64, rotary_dim=64, intermediate_size=5632),
     "gpt2-medium": dict(GPT2, vocab_size=50257, hidden_size=1024, num_layers=24, num_heads=16, num_kv_heads=16,
@@ -59,19 +64,26 @@ SHAPES = {
 
 
 class RandomTensor(LazyTensor):
-    """Random normal values generated on load, seeded per tensor so files are reproducible."""
+    """Random normal values generated on load, seeded per tensor so files are reproducible; ``centre``
+    is added (1 for norm weights)."""
 
-    def __init__(self, shape: tuple[int, ...], dtype: str, seed: int) -> None:
-        self.shape, self.dtype, self.seed = shape, dtypes.dtype(dtype), seed
+    def __init__(self, shape: tuple[int, ...], dtype: str, seed: int, centre: float = 0.0) -> None:
+        self.shape, self.dtype, self.seed, self.centre = shape, dtypes.dtype(dtype), seed, centre
 
     def load(self) -> np.ndarray:
         rng = np.random.default_rng(self.seed)
-        return (rng.standard_normal(self.shape, dtype=np.float32) * 0.02).astype(self.dtype.numpy)
+        return (rng.standard_normal(self.shape, dtype=np.float32) * 0.02 + self.centre).astype(self.dtype.numpy)
+
+
+def _centre(name: str) -> float:
+    pattern = vocab.pattern_of(name)
+    return 1.0 if pattern is not None and vocab.BY_PATTERN[pattern].role == "norm" else 0.0
 
 
 def make(shape: str, out: Path, dtype: str = "bfloat16", shard_size: str | None = None) -> Path:
     config = CanonicalConfig(dtype=dtype, **{**ADDED_IN_1_2, **ADDED_IN_1_3, **SHAPES[shape]})
-    tensors = {name: RandomTensor(s, dtype, seed) for seed, (name, s) in enumerate(vocab.expected_tensors(config).items())}
+    tensors = {name: RandomTensor(s, dtype, seed, _centre(name))
+               for seed, (name, s) in enumerate(vocab.expected_tensors(config).items())}
     ckpt = Checkpoint(path=out, format="canonical", container="generated", dialect="canonical", config=config,
                       tensors=tensors, files=[])
     out.mkdir(parents=True, exist_ok=True)

@@ -132,6 +132,12 @@ def check(
     decode_steps: Annotated[int, typer.Option(
         "--decode-steps", help="Also generate N tokens with each side's key/value cache and compare every step.")
     ] = 0,
+    max_memory: Annotated[Optional[str], typer.Option(
+        "--max-memory", help="Memory each side may hold, e.g. 6GB: llmstd-torch streams one layer at a time, "
+                             "transformers offloads through accelerate (models larger than memory).")] = None,
+    device_map: Annotated[Optional[str], typer.Option(
+        "--device-map", help="auto | balanced | balanced_low_0 | sequential: accelerate places a transformers "
+                             "side, spread over every GPU with --device cuda.")] = None,
     json_path: Annotated[Optional[Path], typer.Option(
         "--json", help="Also write the report as JSON to this file ('-': stdout, tables go to stderr).")] = None,
 ) -> None:
@@ -148,7 +154,8 @@ def check(
     report = run_check(a, b, arch=arch, input_ids=input_ids, text=text, batch=batch, seq_len=seq_len, device=device,
                        device_a=device_a, device_b=device_b, runtime_a=runtime_a, runtime_b=runtime_b,
                        tolerance=overrides or None, hidden_states=not no_layers,
-                       require_reference=require_reference, decode_steps=decode_steps)
+                       require_reference=require_reference, decode_steps=decode_steps, max_memory=max_memory,
+                       device_map=device_map)
     to_stdout = json_path is not None and str(json_path) == "-"
     render(report, Console(highlight=False, stderr=to_stdout))
     if json_path is not None:

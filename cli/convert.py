@@ -47,6 +47,9 @@ def convert(
     experts: Annotated[str, typer.Option(
         "--experts", help="Mixture-of-experts layout for --to hf: per-expert (transformers' default save) | packed "
                           "(transformers 5 save_original_format=False).")] = "per-expert",
+    accept_difference: Annotated[Optional[list[str]], typer.Option(
+        "--accept-difference", help="For --to keras-hub: a canonical config field (e.g. activation) whose value "
+                                    "the target backbone computes differently, accepted by name; repeatable.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Allow casts that overflow to inf or flush to zero.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing destination atomically.")] = False,
     json_out: Json = False,
@@ -55,7 +58,8 @@ def convert(
     console = Console(stderr=True)
     if json_out or not console.is_terminal:
         report = llmstd.convert(src, dst, to=to, arch=arch, dtype=dtype, shard_size=shard_size, weights=weights,
-                                onnx_package=onnx_package, experts=experts, force=force, overwrite=overwrite)
+                                onnx_package=onnx_package, experts=experts, force=force, overwrite=overwrite,
+                                accept_differences=accept_difference or ())
     else:
         with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
                       console=console, transient=True) as bar:
@@ -66,7 +70,7 @@ def convert(
 
             report = llmstd.convert(src, dst, to=to, arch=arch, dtype=dtype, shard_size=shard_size,
                                     weights=weights, onnx_package=onnx_package, experts=experts, force=force,
-                                    overwrite=overwrite,
+                                    overwrite=overwrite, accept_differences=accept_difference or (),
                                     progress=progress)
     if json_out:
         print_json(report.to_dict())
@@ -80,6 +84,10 @@ def convert(
         out.print(f"  ignored {escape(item['name'])}: {escape(item['reason'])}")
     for item in report.duplicates_dropped:
         out.print(f"  dropped duplicate {item['name']} (equal to {item['equal_to']})")
+    for name, how in report.deviations.items():
+        out.print(f"  [yellow]the source computes {escape(name)} otherwise[/]: {escape(how)}")
+    for name in report.accepted_differences:
+        out.print(f"  [yellow]allowed to differ[/] {escape(name)} (--accept-difference; llmstd check measures the effect)")
     for rel, reason in report.side_files_skipped.items():
         out.print(f"  [yellow]not carried[/] {escape(rel)}: {escape(reason)}")
     if report.config_keys_unreviewed:

@@ -48,7 +48,7 @@ _ALLOWED_FILTER_CODES = {1, 2, 3, 32000}  # deflate, shuffle, fletcher32, lzf
 Progress = Callable[[str, int], None]
 
 
-def _h5py() -> Any:
+def h5py_module() -> Any:
     try:
         import h5py
     except ImportError:
@@ -74,7 +74,7 @@ def keras_version() -> str:
 
 
 @contextlib.contextmanager
-def _h5_errors(path: Path, tensor: str | None = None) -> Iterator[None]:
+def h5_errors(path: Path, tensor: str | None = None) -> Iterator[None]:
     """HDF5 reports a damaged file as OSError, RuntimeError, KeyError or ValueError from deep inside
     the library; each becomes one FormatError naming the file."""
     try:
@@ -96,8 +96,8 @@ class H5DatasetTensor(LazyTensor):
         self._opaque_bf16 = opaque_bf16
 
     def load(self) -> np.ndarray:
-        h5py = _h5py()
-        with _h5_errors(self.path, self.dataset_path), h5py.File(self.path, "r") as f:
+        h5py = h5py_module()
+        with h5_errors(self.path, self.dataset_path), h5py.File(self.path, "r") as f:
             dset = f[self.dataset_path]
             if self._opaque_bf16:
                 raw = np.empty(self.shape, dtype=np.dtype("V2"))
@@ -165,7 +165,7 @@ def read_string_list(group: Any, name: str, path: Path) -> list[str] | None:
     return [_decode(v) for v in array.tolist()]
 
 
-def _check_link(h5py: Any, group: Any, member: str, path: Path, where: str) -> None:
+def check_link(h5py: Any, group: Any, member: str, path: Path, where: str) -> None:
     link = group.get(member, getlink=True)
     if link is None:
         raise FormatError(f"{where} does not exist", file=path, hint="the weight list names a missing dataset")
@@ -183,12 +183,12 @@ def _resolve(h5py: Any, root: Any, parts: Sequence[str], path: Path, where: str)
     for k, part in enumerate(parts):
         if not isinstance(node, h5py.Group):
             raise FormatError(f"{where}: '{'/'.join(parts[:k])}' is not a group", file=path)
-        _check_link(h5py, node, part, path, f"'{'/'.join(parts[:k + 1])}' (for {where})")
+        check_link(h5py, node, part, path, f"'{'/'.join(parts[:k + 1])}' (for {where})")
         node = node[part]
     return node
 
 
-def _dataset_tensor(h5py: Any, dset: Any, path: Path, name: str) -> LazyTensor:
+def dataset_tensor(h5py: Any, dset: Any, path: Path, name: str) -> LazyTensor:
     if dset.is_virtual:
         raise UnsafeInputError("is a virtual dataset (its data lives in other files); refused", file=path,
                                tensor=name, hint="re-save the weights as ordinary datasets")
@@ -247,19 +247,24 @@ def _dataset_tensor(h5py: Any, dset: Any, path: Path, name: str) -> LazyTensor:
     return H5DatasetTensor(path, dset.name, shape, dtype, opaque_bf16)
 
 
-def read_h5(path: Path) -> H5Weights:
-    """Open a Keras 2 weights file; returns lazy tensors keyed by weight name."""
-    h5py = _h5py()
-    path = Path(path)
+def open_h5(path: Path) -> Any:
+    """An h5py File open for reading, or a FormatError naming the file."""
     try:
-        f = h5py.File(path, "r")
+        return h5py_module().File(path, "r")
     except OSError as exc:
         raise FormatError(f"not a readable HDF5 file ({exc})", file=path) from None
-    with _h5_errors(path), f:
+
+
+def read_h5(path: Path) -> H5Weights:
+    """Open a Keras 2 weights file; returns lazy tensors keyed by weight name."""
+    h5py = h5py_module()
+    path = Path(path)
+    f = open_h5(path)
+    with h5_errors(path), f:
         layer_names = read_string_list(f, "layer_names", path)
         if layer_names is None:
             raise FormatError("HDF5 file has no 'layer_names' attribute; not a Keras 2 / Hugging Face TF weights file",
-                              file=path, hint="Keras 3 '.weights.h5' files store weights by position and are not read")
+                              file=path, hint="Keras 3 '.weights.h5' files (KerasHub presets) are read by the keras-hub format")
         attrs = {k: _decode(read_attribute(f, k, path)) for k in ("backend", "keras_version") if k in f.attrs}
         weights: dict[str, LazyTensor] = {}
         layer_of: dict[str, str] = {}
@@ -282,7 +287,7 @@ def read_h5(path: Path) -> H5Weights:
                 key = f"{name}{REPEAT_SEP}{layer}" if name in weights else name
                 if key in weights:
                     raise FormatError(f"layer '{layer}' lists weight '{name}' twice", file=path)
-                weights[key] = _dataset_tensor(h5py, node, path, name)
+                weights[key] = dataset_tensor(h5py, node, path, name)
                 layer_of[key] = layer
     return H5Weights(path, layer_names, weights, layer_of, attrs)
 
@@ -310,7 +315,7 @@ def write_string_list(group: Any, name: str, values: Sequence[str]) -> None:
         group.attrs[name] = data
 
 
-def _preallocated(h5py: Any) -> Any:
+def preallocated(h5py: Any) -> Any:
     """Dataset-creation properties: contiguous storage, allocated when the dataset is created."""
     dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
     dcpl.set_layout(h5py.h5d.CONTIGUOUS)
@@ -318,8 +323,8 @@ def _preallocated(h5py: Any) -> Any:
     return dcpl
 
 
-def _allocate(group: Any, name: str, tensor: LazyTensor, dcpl: Any) -> int | None:
-    """Create the dataset for ``tensor`` with its space allocated now (``dcpl``: :func:`_preallocated`)
+def allocate(group: Any, name: str, tensor: LazyTensor, dcpl: Any) -> int | None:
+    """Create the dataset for ``tensor`` with its space allocated now (``dcpl``: :func:`preallocated`)
     and never filled; return the file offset its bytes go to (None for an empty dataset, which has
     no storage)."""
     bf16 = tensor.dtype.name == "bfloat16"
@@ -340,10 +345,10 @@ def write_h5(path: Path, layers: Sequence[tuple[str, Sequence[tuple[str, LazyTen
     h5py's own write path would load every tensor and copy it through the HDF5 library. The file is
     fsynced before returning.
     """
-    h5py = _h5py()
+    h5py = h5py_module()
     path = Path(path)
     placed: list[tuple[str, LazyTensor, int]] = []
-    dcpl = _preallocated(h5py)
+    dcpl = preallocated(h5py)
     with h5py.File(path, "w") as f:
         write_string_list(f, "layer_names", [name for name, _ in layers])
         f.attrs["backend"] = b"tensorflow"
@@ -353,13 +358,20 @@ def write_h5(path: Path, layers: Sequence[tuple[str, Sequence[tuple[str, LazyTen
             group = f.create_group(layer)
             write_string_list(group, "weight_names", [n for n, _ in weights])
             for name, tensor in weights:
-                offset = _allocate(group, name, tensor, dcpl)
+                offset = allocate(group, name, tensor, dcpl)
                 if offset is not None:
                     placed.append((name, tensor, offset))
                 elif progress:
                     progress(name, 0)
         top = f.create_group(TOP_LEVEL_GROUP)
         write_string_list(top, "weight_names", [])
+    fill_placed(path, placed, progress)
+    return path
+
+
+def fill_placed(path: Path, placed: Sequence[tuple[str, LazyTensor, int]], progress: Progress | None) -> None:
+    """Write each (name, tensor, offset) of a file whose datasets :func:`allocate` laid out, plain
+    file slices kernel to kernel and others one at a time while the next loads; fsync the file."""
     with open(path, "r+b") as fh:
         streamed = stream([(name, tensor) for name, tensor, _ in placed], copyable=is_plain_slice)
         for (name, tensor, array), (_, _, offset) in zip(streamed, placed):
@@ -369,4 +381,3 @@ def write_h5(path: Path, layers: Sequence[tuple[str, Sequence[tuple[str, LazyTen
                 progress(name, tensor.nbytes)
         fh.flush()
         os.fsync(fh.fileno())
-    return path

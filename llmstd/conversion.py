@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +13,7 @@ from typing import Any
 from llmstd import dtypes, formats
 from llmstd.atomic import check_not_overlapping, staged_directory
 from llmstd.checkpoint import Checkpoint
+from llmstd.config import CanonicalConfig
 from llmstd.errors import LlmstdError
 from llmstd.tensors import CastTensor, LazyTensor
 
@@ -60,6 +61,8 @@ class ConversionReport:
     config_keys_unreviewed: list[str] = field(default_factory=list)
     side_files: list[str] = field(default_factory=list)  # copied unchanged, relative to the destination
     side_files_skipped: dict[str, str] = field(default_factory=dict)  # left behind, with the reason
+    accepted_differences: list[str] = field(default_factory=list)  # canonical fields the target computes otherwise
+    deviations: dict[str, str] = field(default_factory=dict)  # fields the source's runtime computes otherwise
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -93,6 +96,7 @@ def convert(
     weights: str = "safetensors",
     onnx_package: str = "plain",
     experts: str = "per-expert",
+    accept_differences: Sequence[str] = (),
     force: bool = False,
     overwrite: bool = False,
     progress: Progress | None = None,
@@ -112,12 +116,19 @@ def convert(
         raise LlmstdError(f"unknown experts layout {experts!r}", hint=f"choose {' or '.join(formats.EXPERT_LAYOUTS)}")
     if experts != "per-expert" and to != "hf":
         raise LlmstdError(f"--experts {experts} applies to --to hf, not --to {to}")
+    accept = tuple(accept_differences)
+    if accept and to != "keras-hub":
+        raise LlmstdError(f"--accept-difference applies to --to keras-hub, not --to {to}")
+    unknown = sorted(set(accept) - set(CanonicalConfig.__dataclass_fields__))
+    if unknown:
+        raise LlmstdError(f"--accept-difference names no canonical config field: {', '.join(unknown)}",
+                          hint="fields are listed in docs/SPEC.md (e.g. activation)")
     ckpt = cast_checkpoint(load(src, arch=arch), dtype, force=force)
     check_not_overlapping([src, *ckpt.files], dst)
     total = ckpt.nbytes
     options = formats.WriteOptions(
         shard_size=parse_size(shard_size), weights=weights, onnx_package=onnx_package, experts=experts,
-        progress=(lambda name, nbytes: progress(name, nbytes, total)) if progress else None,
+        accept=accept, progress=(lambda name, nbytes: progress(name, nbytes, total)) if progress else None,
     )
     try:
         with staged_directory(dst, overwrite=overwrite) as staging:
@@ -132,6 +143,6 @@ def convert(
         bytes=ckpt.nbytes, dtype=ckpt.config.dtype, files=written,
         seconds=round(time.perf_counter() - started, 3),
         side_files=sorted(r for r in ckpt.sidecars.files if r not in ckpt.sidecars.skipped),
-        side_files_skipped=dict(ckpt.sidecars.skipped),
+        side_files_skipped=dict(ckpt.sidecars.skipped), accepted_differences=list(accept),
         **{k: v for k, v in ckpt.report.to_dict().items()},
     )

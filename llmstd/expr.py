@@ -3,11 +3,12 @@
 Maps declare defaults and transform parameters in terms of config fields. Expressions are parsed
 with :mod:`ast` and evaluated over a whitelist of node types — never with ``eval`` — so a map file
 cannot run code. Besides arithmetic, comparisons and ``and``/``or``/``not`` they may use
-``a if c else b``, ``in`` and ``not in`` a list, a list built over ``range(n)`` with an optional
-condition (``[i for i in range(num_layers) if i not in key('mlp_only_layers', [])]``), ``**``
-and the functions ``int``, ``float``, ``min``, ``max`` and ``key``: ``key('rotary_pct', 0.25)`` is
-the value of a *framework* config key (or of the first present of a list of keys), or the default
-when absent -- for defaults that transformers derives from keys with no canonical field of their
+``a if c else b``, ``in`` and ``not in`` a list, a table ``{'name': value}``, a list built over
+``range(n)`` with an optional condition (``[i for i in range(num_layers) if i not in
+key('mlp_only_layers', [])]``), ``**`` and the functions ``int``, ``float``, ``min``, ``max``,
+``get`` (``get(table, 'name', default)``) and ``key``: ``key('rotary_pct', 0.25)`` is the value of a
+*framework* config key (or of the first present of a list of keys), or the default when absent --
+for defaults that transformers derives from keys with no canonical field of their
 own (GPT-NeoX's ``rotary_pct``, Gemma 3's ``sliding_window_pattern``).
 """
 
@@ -46,7 +47,12 @@ def _power(base: Any, exponent: Any) -> Any:
 
 _BINOPS[ast.Pow] = _power
 #: Functions an expression may call. ``key`` is bound per evaluation to the framework config read.
-_FUNCTIONS = {"range": _range, "int": int, "float": float, "min": min, "max": max}
+def _get(mapping: Any, name: Any, default: Any = None) -> Any:
+    """``mapping[name]`` for a mapping that holds it, else ``default`` (configs nest rope settings)."""
+    return mapping.get(name, default) if isinstance(mapping, Mapping) else default
+
+
+_FUNCTIONS = {"range": _range, "int": int, "float": float, "min": min, "max": max, "get": _get}
 KEY_FUNCTION = "key"
 _CMPOPS = {
     ast.Eq: operator.eq,
@@ -106,14 +112,17 @@ def _parse(text: str) -> ast.Expression:
         raise ExpressionError(f"invalid expression {text!r}: {exc.msg}") from None
     for node in ast.walk(tree):
         allowed = (ast.Expression, ast.BinOp, ast.UnaryOp, ast.USub, ast.Not, ast.BoolOp, ast.And, ast.Or,
-                   ast.Compare, ast.Name, ast.Load, ast.Store, ast.Constant, ast.List, ast.IfExp, ast.ListComp,
-                   ast.comprehension, ast.Call, *_BINOPS, *_CMPOPS)
+                   ast.Compare, ast.Name, ast.Load, ast.Store, ast.Constant, ast.List, ast.Dict, ast.IfExp,
+                   ast.ListComp, ast.comprehension, ast.Call, *_BINOPS, *_CMPOPS)
         if not isinstance(node, allowed):
             raise ExpressionError(f"expression {text!r} uses {type(node).__name__}, which maps may not use")
         if isinstance(node, ast.Call) and (not isinstance(node.func, ast.Name) or node.keywords
                                            or node.func.id not in (*_FUNCTIONS, KEY_FUNCTION)):
             raise ExpressionError(f"expression {text!r} calls something other than "
                                   f"{', '.join((*_FUNCTIONS, KEY_FUNCTION))}")
+        if isinstance(node, ast.Dict) and not all(isinstance(k, ast.Constant) and isinstance(k.value, str)
+                                                  for k in node.keys):
+            raise ExpressionError(f"expression {text!r}: a table's keys are quoted names")
         if isinstance(node, ast.comprehension) and (len(node.ifs) > 1 or node.is_async
                                                     or not isinstance(node.target, ast.Name)):
             raise ExpressionError(f"expression {text!r}: a comprehension binds one name, with at most one condition")
@@ -156,6 +165,8 @@ def evaluate(text: str, scope: Mapping[str, Any], framework: Mapping[str, Any] |
             return node.value
         if isinstance(node, ast.List):
             return [ev(e) for e in node.elts]
+        if isinstance(node, ast.Dict):
+            return {k.value: ev(v) for k, v in zip(node.keys, node.values)}  # type: ignore[union-attr]
         if isinstance(node, ast.Name):
             if node.id in ("None", "True", "False"):
                 return {"None": None, "True": True, "False": False}[node.id]

@@ -17,7 +17,7 @@ from llmstd import transforms, vocab
 from llmstd.config import CanonicalConfig
 from llmstd.errors import MappingError, name_list
 from llmstd.findings import Findings, refuse, refuse_each
-from llmstd.maps import DialectName, Entry, NamingMap
+from llmstd.maps import DialectName, Entry, NamingMap, has_expert_placeholder
 from llmstd.tensors import DerivedTensor, LazyTensor, concat, same_bytes
 
 T = TypeVar("T")
@@ -33,6 +33,9 @@ class MappingReport:
     transforms: list[dict[str, object]] = field(default_factory=list)  # applied layout transforms
     config_keys_harmless: dict[str, str] = field(default_factory=dict)  # key -> why it cannot matter
     config_keys_unreviewed: list[str] = field(default_factory=list)  # no rule covers it: carried, reported
+    #: canonical field -> how the source's own runtime computes it otherwise than the config says
+    #: (a KerasHub backbone's hard-wired epsilon); the canonical config states the documented value
+    deviations: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -41,19 +44,30 @@ class MappingReport:
             "transforms": self.transforms,
             "config_keys_harmless": dict(self.config_keys_harmless),
             "config_keys_unreviewed": list(self.config_keys_unreviewed),
+            "deviations": dict(self.deviations),
         }
 
 
 def _regex(pattern: str, prefix: str) -> re.Pattern[str]:
-    text = re.escape(pattern.replace("{prefix}", prefix)).replace(r"\{i\}", r"(?P<i>0|[1-9]\d*)")
-    text = text.replace(r"\{e\}", r"(?P<e>0|[1-9]\d*)").replace(r"\{\*\}", r".+")
-    return re.compile(text + r"\Z")
+    text = re.escape(pattern.replace("{prefix}", prefix))
+    for key in ("i", "e"):
+        text = text.replace(rf"\{{{key}\}}", rf"(?P<{key}>0|[1-9]\d*)")
+        # Keras numbering: no suffix for the first object of its class, then _1, _2, ...
+        text = text.replace(rf"\{{_{key}\}}", rf"(?:_(?P<{key}>[1-9]\d*))?")
+    return re.compile(text.replace(r"\{\*\}", r".+") + r"\Z")
+
+
+def _keras_number(index: int) -> str:
+    return f"_{index}" if index else ""
 
 
 def _instantiate(pattern: str, prefix: str, layer: int | None, expert: int | None = None) -> str:
     name = pattern.replace("{prefix}", prefix)
-    name = name.replace("{i}", str(layer)) if layer is not None else name
-    return name.replace("{e}", str(expert)) if expert is not None else name
+    if layer is not None:
+        name = name.replace("{i}", str(layer)).replace("{_i}", _keras_number(layer))
+    if expert is not None:
+        name = name.replace("{e}", str(expert)).replace("{_e}", _keras_number(expert))
+    return name
 
 
 def canonical_names(entry: Entry, layer: int | None, expert: int | None, num_experts: int) -> list[str]:
@@ -93,8 +107,8 @@ class DialectMatcher:
         for regex, entry, dname, alias in self._patterns:
             m = regex.match(name)
             if m:
-                layer = int(m.group("i")) if "i" in regex.groupindex else None
-                expert = int(m.group("e")) if "e" in regex.groupindex else None
+                layer = int(m.group("i") or 0) if "i" in regex.groupindex else None
+                expert = int(m.group("e") or 0) if "e" in regex.groupindex else None
                 return _Match(entry, dname, layer, alias, expert)
         return None
 
@@ -353,7 +367,7 @@ def from_canonical(
     layers: list[int | None]
     for entry, dname in nmap.entries_for(dialect):
         layers = list(range(config.num_layers)) if entry.per_layer else [None]
-        experts: list[int | None] = list(range(config.num_experts)) if "{e}" in dname.name else [None]
+        experts: list[int | None] = list(range(config.num_experts)) if has_expert_placeholder(dname.name) else [None]
         for layer, expert in ((i, e) for i in layers for e in experts):
             canonical = canonical_names(entry, layer, expert, config.num_experts)
             have = [c in tensors for c in canonical]

@@ -74,6 +74,58 @@ def _same_value(a: Any, b: Any) -> bool:
 
 
 @dataclass(frozen=True)
+class KerasKey:
+    """One key of a KerasHub backbone config: the Hugging Face key of the same meaning and value
+    (``hf``), the one value llmstd can express (``fixed``), or only how it is written (``write``)
+    when several KerasHub keys make one Hugging Face value, which ``hf_derived`` reads; ``default``
+    is KerasHub's own, used when a preset's config lacks the key."""
+
+    key: str
+    hf: str | None = None
+    fixed: Any = None
+    has_fixed: bool = False
+    default: Any = None
+    has_default: bool = False
+    #: Where the values differ: ``read`` gives the Hugging Face value from the KerasHub config,
+    #: ``write`` the KerasHub value from the Hugging Face config ('= expressions' using key()).
+    read: str | None = None
+    write: str | None = None
+
+
+@dataclass(frozen=True)
+class KerasTokenizer:
+    """``[keras_hub.tokenizer]``: the KerasHub tokenizer class of an architecture, its kind
+    (``wordpiece`` | ``byte_bpe``) and the special tokens the class requires in the vocabulary."""
+
+    cls: str
+    kind: str
+    special: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class KerasHubSpec:
+    """``[keras_hub]``: the KerasHub classes of an architecture and how its backbone config translates.
+
+    A map's own, never inherited through ``extends``: a KerasHub backbone names one architecture."""
+
+    backbone: str  # the backbone class written (registered as keras_hub>{backbone})
+    tasks: dict[str, str] = field(hash=False)  # head -> KerasHub task class
+    also: tuple[str, ...]  # other backbone/task classes whose presets read as this architecture
+    keys: dict[str, KerasKey] = field(hash=False)
+    harmless: dict[str, str] = field(hash=False)  # key -> why it cannot change the computation
+    unset: tuple[str, ...] = ()  # keys of features llmstd does not convert: null or absent, written null
+    #: Hugging Face keys no KerasHub config holds, for presets that do not carry llmstd's copy of
+    #: the Hugging Face config (huggingface/config.json): KerasHub's own saves.
+    hf_defaults: dict[str, Any] = field(default_factory=dict, hash=False)
+    #: Hugging Face keys that KerasHub's backbone implies: literals, or '= expressions' over its config.
+    hf_derived: dict[str, Any] = field(default_factory=dict, hash=False)
+    tokenizer: KerasTokenizer | None = None
+    #: canonical field -> (condition, reason): where KerasHub computes the field otherwise than its
+    #: config says, under a condition ('= expression' over its config) -- e.g. a hard-wired epsilon.
+    deviations: dict[str, tuple[str, str]] = field(default_factory=dict, hash=False)
+
+
+@dataclass(frozen=True)
 class Head:
     name: str  # causal_lm | masked_lm | base
     cls: str  # framework class name written to / read from the framework config
@@ -137,6 +189,7 @@ class NamingMap:
     #: differs from the common spelling (see :class:`llmstd.hfconfig.Spelling`).
     rope_4x: dict[str, Any] = field(default_factory=dict, hash=False)
     abstract: bool = False  # a base for other maps only: names no architecture of its own
+    keras_hub: KerasHubSpec | None = None
 
     def dialect(self, name: str) -> Dialect:
         try:
@@ -229,6 +282,17 @@ def _parse_field(path: Path, name: str, spec: Any) -> FieldRule:
     )
 
 
+def has_layer_placeholder(name: str) -> bool:
+    """Whether a dialect name holds a layer index: ``{i}``, or ``{_i}`` -- Keras 3's numbering of the
+    objects of one class in a container (the first unnumbered, then ``_1``, ``_2``, ...)."""
+    return "{i}" in name or "{_i}" in name
+
+
+def has_expert_placeholder(name: str) -> bool:
+    """Whether a dialect name holds an expert index, ``{e}`` or Keras-numbered ``{_e}``."""
+    return "{e}" in name or "{_e}" in name
+
+
 def _check_placeholders(path: Path, where: str, name: str, allowed: set[str]) -> None:
     found = set(_PLACEHOLDER.findall(name))
     bad = sorted(found - allowed)
@@ -243,11 +307,12 @@ def _parse_dialect_name(path: Path, where: str, spec: Any, per_layer: bool, n_ca
         spec = {"name": spec}
     _check_keys(path, where, spec, ("name", "transforms", "aliases"), ("name",))
     name = spec["name"]
-    allowed = placeholders | ({"i"} if per_layer else set())
+    allowed = placeholders | ({"i", "_i"} if per_layer else set())
+    allowed |= {"_e"} if "e" in allowed else set()
     _check_placeholders(path, where, name, allowed)
-    if per_layer != ("{i}" in name):
-        raise _err(path, where, f"name '{name}' must contain {{i}} exactly when the canonical name does")
-    packed = "e" in allowed and "{e}" not in name  # one tensor holding every expert
+    if per_layer != has_layer_placeholder(name):
+        raise _err(path, where, f"name '{name}' must contain {{i}} (or {{_i}}) exactly when the canonical name does")
+    packed = "e" in allowed and not has_expert_placeholder(name)  # one tensor holding every expert
     steps = []
     for k, raw in enumerate(spec.get("transforms", [])):
         try:
@@ -325,11 +390,73 @@ def _parse_keys(path: Path, config: Mapping[str, Any], fields: Mapping[str, Fiel
     return rules
 
 
+def _parse_keras_hub(path: Path, spec: Any) -> KerasHubSpec:
+    where = "keras_hub"
+    _check_keys(path, where, spec, ("backbone", "tasks", "also", "keys", "harmless", "unset", "hf_defaults",
+                                      "hf_derived", "tokenizer", "deviations"),
+                ("backbone", "keys"))
+    tasks = spec.get("tasks", {})
+    _check_keys(path, f"{where}.tasks", tasks, vocab.HEADS)
+    keys = {}
+    for key, rule in spec["keys"].items():
+        at = f"{where}.keys.{key}"
+        _check_keys(path, at, rule, ("hf", "fixed", "default", "read", "write"))
+        kinds = [k for k in ("hf", "fixed") if k in rule]
+        if len(kinds) > 1 or (not kinds and "write" not in rule):
+            raise _err(path, at, "needs one of 'hf' (the Hugging Face key of the same meaning), 'fixed' (the only "
+                                 "value llmstd can express) or 'write' alone (a key read through hf_derived)")
+        for side in ("read", "write"):
+            if side in rule:
+                if "fixed" in rule or (side == "read" and "hf" not in rule) or not expr.is_expression(rule[side]):
+                    raise _err(path, f"{at}.{side}", "must be an '= expression' (using key()) of an 'hf' rule, "
+                                                     "or 'write' alone")
+                _check_expression(path, f"{at}.{side}", rule[side])
+        keys[key] = KerasKey(key, rule.get("hf"), rule.get("fixed"), "fixed" in rule, rule.get("default"),
+                             "default" in rule, rule.get("read"), rule.get("write"))
+    harmless = spec.get("harmless", {})
+    _check_keys(path, f"{where}.harmless", harmless, harmless.keys() if isinstance(harmless, Mapping) else ())
+    for key, reason in harmless.items():
+        if not isinstance(reason, str) or not reason or key in keys:
+            raise _err(path, f"{where}.harmless.{key}", "must give a reason, for a key no rule in keras_hub.keys reads")
+    also = spec.get("also", [])
+    if not isinstance(also, list) or not all(isinstance(a, str) for a in also):
+        raise _err(path, f"{where}.also", "must be a list of KerasHub class names")
+    unset = spec.get("unset", [])
+    if not isinstance(unset, list) or not all(isinstance(k, str) and k not in keys and k not in harmless
+                                              for k in unset):
+        raise _err(path, f"{where}.unset", "must list keys that neither keras_hub.keys nor harmless name")
+    hf_defaults = spec.get("hf_defaults", {})
+    _check_keys(path, f"{where}.hf_defaults", hf_defaults,
+                hf_defaults.keys() if isinstance(hf_defaults, Mapping) else ())
+    hf_derived = spec.get("hf_derived", {})
+    _check_keys(path, f"{where}.hf_derived", hf_derived, hf_derived.keys() if isinstance(hf_derived, Mapping) else ())
+    for key, value in hf_derived.items():
+        if expr.is_expression(value):
+            _check_expression(path, f"{where}.hf_derived.{key}", value)
+    tokenizer = None
+    if "tokenizer" in spec:
+        tok = spec["tokenizer"]
+        _check_keys(path, f"{where}.tokenizer", tok, ("class", "kind", "special"), ("class", "kind"))
+        if tok["kind"] not in ("wordpiece", "byte_bpe"):
+            raise _err(path, f"{where}.tokenizer.kind", "must be 'wordpiece' or 'byte_bpe'")
+        tokenizer = KerasTokenizer(tok["class"], tok["kind"], tuple(tok.get("special", [])))
+    deviations = {}
+    for name, dev in spec.get("deviations", {}).items():
+        at = f"{where}.deviations.{name}"
+        _check_keys(path, at, dev, ("when", "reason"), ("when", "reason"))
+        if name not in FIELDS or not expr.is_expression(dev["when"]):
+            raise _err(path, at, "names a canonical field and gives 'when' as an '= expression' over the KerasHub config")
+        _check_expression(path, f"{at}.when", dev["when"])
+        deviations[name] = (dev["when"], str(dev["reason"]))
+    return KerasHubSpec(spec["backbone"], dict(tasks), tuple(also), keys, dict(harmless), tuple(unset),
+                        dict(hf_defaults), dict(hf_derived), tokenizer, deviations)
+
+
 def parse_map(path: Path, data: Mapping[str, Any], *, extends: tuple[str, ...] = ()) -> NamingMap:
     """Validate a decoded (already composed, see :func:`compose`) map; every problem is a MapError
     naming the file and key."""
     _check_keys(path, "map", data, ("format", "architecture", "description", "config", "dialects", "tensors",
-                                    "extends", "abstract"), ("format", "architecture"))
+                                    "extends", "abstract", "keras_hub"), ("format", "architecture"))
     if data["format"] != MAP_FORMAT:
         raise _err(path, "format", f"map format {data['format']!r} is not supported (this llmstd reads {MAP_FORMAT})")
     arch = data["architecture"]
@@ -424,7 +551,8 @@ def parse_map(path: Path, data: Mapping[str, Any], *, extends: tuple[str, ...] =
     model_types = tuple(config.get("model_types", ())) if config else ()
     return NamingMap(arch, data.get("description", ""), path, config.get("format") if config else None,
                      model_types, fields, dialects, tuple(entries), keys, extends, abstract=abstract,
-                     rope_4x=dict(rope_4x))
+                     rope_4x=dict(rope_4x),
+                     keras_hub=_parse_keras_hub(path, data["keras_hub"]) if "keras_hub" in data else None)
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -452,7 +580,8 @@ def compose(base: Mapping[str, Any], child: Mapping[str, Any], path: Path) -> di
     head by head, their ignore lists by pattern; a tensor entry with the same ``canonical`` names
     merges dialect by dialect (``dialect = false`` drops the base's name), other entries are appended.
     Nothing of either input is modified."""
-    out = {k: v for k, v in base.items() if k != "abstract"}
+    # A KerasHub backbone names one architecture: [keras_hub] is never inherited.
+    out = {k: v for k, v in base.items() if k not in ("abstract", "keras_hub")}
     out.update({k: v for k, v in child.items() if k not in ("config", "dialects", "tensors", "extends")})
     config = dict(base.get("config", {}))
     for key, value in child.get("config", {}).items():

@@ -296,6 +296,37 @@ _register(TransformKind(
 ))
 
 
+# --- permute --------------------------------------------------------------------------------
+# KerasHub's Gemma einsum kernels are [heads, hidden, head_dim]: per head the transpose of canonical
+# rows, which no chain of reshapes and 2-D transposes reaches (those only rotate the axis order).
+
+
+def _permutation(p: dict[str, Any], ndim: int) -> list[int]:
+    axes = list(p["axes"])
+    if sorted(axes) != list(range(ndim)):
+        raise TransformError(f"permute axes {axes} are not a permutation of the {ndim} axes")
+    return axes
+
+
+def _permute_shapes(shapes: list[Shape], p: dict[str, Any]) -> list[Shape]:
+    (s,) = shapes
+    return [tuple(s[a] for a in _permutation(p, len(s)))]
+
+
+def _unpermute_shapes(shapes: list[Shape], p: dict[str, Any]) -> list[Shape]:
+    (s,) = shapes
+    return [tuple(s[a] for a in np.argsort(_permutation(p, len(s))))]
+
+
+_register(TransformKind(
+    "permute", {"axes": "int_list"},
+    "reorder the axes: output axis k is input axis axes[k] (inverse: the inverse permutation)", _one_to_one,
+    lambda xs, p: [np.ascontiguousarray(np.transpose(xs[0], p["axes"]))],
+    lambda xs, p: [np.ascontiguousarray(np.transpose(xs[0], np.argsort(p["axes"])))],
+    _permute_shapes, _unpermute_shapes,
+))
+
+
 # --- row offset -------------------------------------------------------------------------------
 # Some position tables (OPT) reserve their first rows: position p lives in row p + offset.
 # Canonical row p is position p; the reserved rows are rotated to the end rather than dropped,

@@ -33,10 +33,13 @@ from sharp_models import SharpModels, sharp  # noqa: F401  (sharp is a fixture)
 
 FORMATS = formats.names()
 #: The module each format's own runtime needs; formats not listed run on torch.
-RUNTIME_MODULE = {"tf-h5": "tensorflow", "tf-ckpt": "tensorflow", "onnx": "onnxruntime"}
+RUNTIME_MODULE = {"tf-h5": "tensorflow", "tf-ckpt": "tensorflow", "onnx": "onnxruntime", "keras-hub": "keras_hub"}
 #: Runtimes that count as the format's own (anything else means check fell back to llmstd-torch).
 NATIVE = {"hf": {"transformers"}, "canonical": {"llmstd-torch"}, "onnx": {"onnxruntime"},
-          "tf-h5": {"transformers-tf", "llmstd-tf"}, "tf-ckpt": {"llmstd-tf"}}
+          "tf-h5": {"transformers-tf", "llmstd-tf"}, "tf-ckpt": {"llmstd-tf"}, "keras-hub": {"keras-hub"}}
+#: (format, kind) pairs the format cannot express, and the canonical field its refusal names: KerasHub's
+#: BertBackbone runs tanh gelu (these BERTs use the exact one) and it has no BertForMaskedLM.
+REFUSED = {("keras-hub", "bert"): "activation", ("keras-hub", "bert-mlm"): "activation|masked_lm"}
 PAIR_KINDS = ("gpt2", "llama")  # fused/transposed Conv1D and learned positions; GQA + rotary
 TOLERANCE_FLOOR = {"float16": 0.95, "bfloat16": 0.9}  # top-1 these sharp tiny models reach in half precision
 
@@ -63,6 +66,10 @@ def _assert_native(report, fmt_a: str, fmt_b: str) -> None:
 @pytest.mark.parametrize("fmt", [f for f in FORMATS if f != "hf"])
 def test_every_conversion_passes(sharp: SharpModels, kind: str, fmt: str) -> None:
     _need_runtime(fmt)
+    if (fmt, kind) in REFUSED:
+        with pytest.raises(LlmstdError, match=REFUSED[fmt, kind]):
+            sharp.converted(kind, fmt)
+        return
     report = check(sharp.hf_dir(kind), sharp.converted(kind, fmt))
     _assert_native(report, "hf", fmt)
     assert report.passed, report.summary()

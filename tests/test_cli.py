@@ -127,8 +127,8 @@ def test_maps_show_gpt2() -> None:
         assert needle in result.stdout, needle
     data = json.loads(run_cli("maps", "show", "gpt2", "--json").stdout)
     assert data["architecture"] == "gpt2"
-    (qkv,) = [e for e in data["tensors"] if "layers.{i}.attn.q.weight" in e["canonical"]]
-    assert qkv["canonical"] == ["layers.{i}.attn.q.weight", "layers.{i}.attn.k.weight", "layers.{i}.attn.v.weight"]
+    fused = ["layers.{i}.attn.q.weight", "layers.{i}.attn.k.weight", "layers.{i}.attn.v.weight"]
+    (qkv,) = [e for e in data["tensors"] if e["canonical"] == fused]
     assert qkv["dialects"]["hf"]["name"] == "{prefix}h.{i}.attn.c_attn.weight"
     assert [s["op"] for s in qkv["dialects"]["hf"]["transforms"]] == ["transpose", "split"]
     assert any(i["pattern"] == "{prefix}h.{i}.attn.bias" for i in data["ignored"]["hf"])

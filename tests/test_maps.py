@@ -360,7 +360,14 @@ def test_expressions_read_framework_keys_safely() -> None:
     assert expr.evaluate(pattern, {"num_layers": 4}, {"_sliding_window_pattern": 2}) == [
         "sliding_attention", "full_attention", "sliding_attention", "full_attention"]
     assert expr.evaluate("= int(head_dim * key('rotary_pct', 0.25))", {"head_dim": 64}, {}) == 16
+    # tables: built with quoted names, read with get() (a missing name or a non-table gives the default)
+    rope = "= {'rope_type': 'llama3', 'factor': key('f')} if key('f') != None else None"
+    assert expr.evaluate(rope, {}, {"f": 8.0}) == {"rope_type": "llama3", "factor": 8.0}
+    assert expr.evaluate(rope, {}, {}) is None
+    assert expr.evaluate("= get(key('r'), 'factor', 1.0)", {}, {"r": {"factor": 4.0}}) == 4.0
+    assert expr.evaluate("= get(key('r'), 'factor', 1.0)", {}, {"r": 3}) == 1.0
     for hostile, needle in (("= [i for i in range(n)]", "range of"), ("= 2 ** n", "exponent"),
-                            ("= open('x')", "calls something other than"), ("= x.__class__", "Attribute")):
+                            ("= open('x')", "calls something other than"), ("= x.__class__", "Attribute"),
+                            ("= {x: 1}", "quoted names"), ("= {**x}", "quoted names")):
         with pytest.raises(expr.ExpressionError, match=needle):
             expr.evaluate(hostile, {"n": 10**9, "x": 1}, {})

@@ -123,6 +123,12 @@ def _unstack(draw: Any) -> tuple[list[tuple[int, ...]], dict[str, Any]]:
     return [(count, *draw(st.lists(dims, max_size=2)))], {"count": count}
 
 
+@st.composite
+def _permute(draw: Any) -> tuple[list[tuple[int, ...]], dict[str, Any]]:
+    shape = tuple(draw(dims) for _ in range(draw(st.integers(1, 4))))
+    return [shape], {"axes": draw(st.permutations(range(len(shape))))}
+
+
 STRATEGIES = {
     "transpose": _transpose(),
     "split": _split(),
@@ -133,6 +139,7 @@ STRATEGIES = {
     "reshape": _reshape(),
     "row_offset": _row_offset(),
     "unstack": _unstack(),
+    "permute": _permute(),
 }
 
 
@@ -236,6 +243,8 @@ def test_bad_declarations_are_rejected(spec: dict[str, Any]) -> None:
     ("squeeze", (2, 3), {"axis": 0}),
     ("reshape", (2, 3), {"from_shape": [3, 2], "to_shape": [6]}),
     ("row_offset", (3, 2), {"rows": 4}),
+    ("permute", (2, 3, 4), {"axes": [0, 2, 2]}),
+    ("permute", (2, 3), {"axes": [0, 2, 1]}),
 ])
 def test_shapes_that_do_not_fit_are_rejected(kind: str, shape: tuple[int, ...], params: dict[str, Any]) -> None:
     with pytest.raises(TransformError):

@@ -80,6 +80,9 @@ def test_clean_hf_directories_pass(tiny, kind: str, form: str) -> None:
 @pytest.mark.parametrize("kind", ["gpt2", "bert-mlm", "llama-tied"])
 @pytest.mark.parametrize("fmt", formats.names())
 def test_clean_conversions_pass(sharp: SharpModels, kind: str, fmt: str) -> None:
+    if fmt == "keras-hub" and kind.startswith("bert"):
+        pytest.skip("KerasHub cannot express this BERT (exact gelu, masked-LM head): tests/test_check.py "
+                    "proves the refusal")
     report = validate(sharp.converted(kind, fmt))
     assert report.passed and not report.errors, [str(f) for f in report.findings]
     assert report.format == fmt

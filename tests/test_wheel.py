@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 # Source folder -> where its files land in the wheel (pyproject's package-dir).
 PACKAGE_DIRS = {"llmstd": "llmstd", "converters": "llmstd/converters", "cli": "llmstd/cli",
                 "naming_maps": "llmstd/naming_maps"}
-_IGNORE = shutil.ignore_patterns(".venv", ".git", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache",
+_IGNORE = shutil.ignore_patterns(".venv*", ".git", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache",
                                  ".hypothesis", "*.pyc", "tests", "benchmarks")
 
 

@@ -94,12 +94,13 @@ from llmstd.checking.runtimes import (
     installed,
     open_side,
     run,
+    torch_model,
 )
 from llmstd.checking.runtimes import require_reference as require_ref
 from llmstd.checking.tolerances import TOLERANCES, Tolerance, judged_dtype, tolerance_for
 from llmstd.config import CanonicalConfig
+from llmstd.conversion import parse_size
 from llmstd.errors import LlmstdError
-from llmstd.runtimes import torch_model as tm
 from llmstd.runtimes.torch_model import RunOutput
 
 __all__ = [
@@ -242,6 +243,8 @@ def check(
     hidden_states: bool = True,
     require_reference: bool = False,
     decode_steps: int = 0,
+    max_memory: int | str | None = None,
+    device_map: str | None = None,
 ) -> CheckReport:
     """Run checkpoints ``a`` (the reference) and ``b`` on the same inputs and compare them.
 
@@ -249,14 +252,19 @@ def check(
     tolerance. Raises :class:`~llmstd.errors.LlmstdError` subclasses when a side cannot be loaded
     or run (e.g. :class:`~llmstd.errors.MissingDependencyError` for an explicitly requested runtime).
     ``decode_steps`` > 0 also generates that many tokens with each side's key/value cache and
-    compares every step (:mod:`llmstd.checking.decode`).
+    compares every step (:mod:`llmstd.checking.decode`). ``max_memory`` (bytes, or "6GB") bounds
+    what each side holds: llmstd-torch streams one layer's weights at a time and transformers runs
+    through accelerate's offload, so models larger than memory can be checked; sides run one after
+    the other. ``device_map`` (``auto``, ...) places a transformers side with accelerate, spread over
+    every GPU with ``device="cuda"``.
     """
     if decode_steps < 0:
         raise LlmstdError(f"--decode-steps must be 0 or more, got {decode_steps}")
     if input_ids is not None and text is not None:
         raise LlmstdError("give token ids or text, not both")
-    side_a = open_side("a", a, arch, runtime_a, device_a or device)
-    side_b = open_side("b", b, arch, runtime_b, device_b or device)
+    budget = parse_size(max_memory)
+    side_a = open_side("a", a, arch, runtime_a, device_a or device, budget, device_map)
+    side_b = open_side("b", b, arch, runtime_b, device_b or device, budget, device_map)
     if require_reference:
         require_ref([side_a, side_b])
     configs = [side_a.ckpt.config, side_b.ckpt.config]
@@ -336,7 +344,7 @@ def _fallback(side_a: Side, side_b: Side, run_a: RunOutput, run_b: RunOutput,
         if out.hidden_states is not None:
             runs.append(out)
             continue
-        model = tm.TorchModel(side.ckpt.tensors, side.ckpt.config, device=side.device)
+        model = torch_model(side)
         runs.append(model(inputs.input_ids, inputs.attention_mask, inputs.token_type_ids))
         rerun.append(side.label.upper())
     return runs[0], runs[1], (f"weights of side {' and '.join(rerun)} re-run with llmstd-torch to compare hidden "

@@ -20,10 +20,9 @@ import numpy as np
 
 from llmstd.checking.inputs import Inputs
 from llmstd.checking.metrics import OutputReport, compare_output
-from llmstd.checking.runtimes import Side, load_transformers, onnx_session
+from llmstd.checking.runtimes import Side, load_transformers, onnx_session, torch_model
 from llmstd.checking.tolerances import Tolerance
 from llmstd.errors import LlmstdError, require
-from llmstd.runtimes import torch_model as tm
 
 
 @dataclass
@@ -134,7 +133,7 @@ def _decoder(side: Side) -> _Decoder:
     if side.runtime == "onnxruntime":
         return _OnnxDecoder(side)
     if side.runtime == "llmstd-torch":
-        return _LlmstdDecoder(tm.TorchModel(side.ckpt.tensors, side.ckpt.config, device=side.device))
+        return _LlmstdDecoder(torch_model(side))
     if side.runtime == "llmstd-tf":
         module = importlib.import_module("llmstd.runtimes.tf_model")
         return _LlmstdDecoder(module.TFModel(side.ckpt.tensors, side.ckpt.config))

@@ -1,5 +1,5 @@
 """Which runtime runs each side of ``llmstd check``, and the runners: transformers, llmstd-torch,
-transformers' TF classes, llmstd-tf and onnxruntime, each returning a
+transformers' TF classes, llmstd-tf, onnxruntime and KerasHub, each returning a
 :class:`~llmstd.runtimes.torch_model.RunOutput` (float32 outputs, hidden states when exposed).
 
 Every framework is imported inside the runner that needs it.
@@ -7,6 +7,7 @@ Every framework is imported inside the runner that needs it.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import importlib
 import importlib.util
@@ -30,7 +31,7 @@ from llmstd.errors import LlmstdError, MissingDependencyError, require
 from llmstd.runtimes import torch_model as tm
 from llmstd.runtimes.torch_model import RunOutput
 
-RUNTIMES = ("auto", "transformers", "llmstd-torch", "transformers-tf", "llmstd-tf", "onnxruntime")
+RUNTIMES = ("auto", "transformers", "llmstd-torch", "transformers-tf", "llmstd-tf", "onnxruntime", "keras-hub")
 DEVICES = ("cpu", "cuda")
 
 
@@ -44,6 +45,11 @@ class Side:
     runtime: str
     device: str
     notes: list[str] = field(default_factory=list)
+    #: bytes of memory the side may hold (``--max-memory``): llmstd-torch then streams one layer's
+    #: weights at a time, transformers offloads through accelerate; None: load the whole model
+    max_memory: int | None = None
+    #: accelerate's placement of a transformers side over the devices there are (``--device-map``)
+    device_map: str | None = None
 
     @property
     def reference(self) -> str | None:
@@ -74,6 +80,8 @@ def reference_runtime(ckpt: Checkpoint) -> str | None:
         return "transformers-tf"
     if ckpt.format == "onnx":
         return "onnxruntime"
+    if ckpt.format == "keras-hub":
+        return "keras-hub"
     return None
 
 
@@ -147,6 +155,18 @@ def _llmstd_tf_available() -> bool:
     return installed("llmstd.runtimes.tf_model") and _tf_available()
 
 
+def _use_keras_2() -> None:
+    """Make TensorFlow's ``tf.keras`` Keras 2, which transformers' TF classes need -- only where
+    tf-keras is installed: without it the switch breaks every later ``tf.keras`` use in the process
+    (KerasHub's, through tensorflow-text) and transformers' TF classes could not run anyway."""
+    if installed("tf_keras"):
+        os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+
+def _keras_2_forced() -> bool:
+    return os.environ.get("TF_USE_LEGACY_KERAS", "").strip().lower() in ("1", "true", "yes")
+
+
 def _available(runtime: str, ckpt: Checkpoint) -> str:
     """'' when ``runtime`` can run ``ckpt`` here, else the reason it cannot."""
     if runtime == "llmstd-torch":
@@ -164,7 +184,7 @@ def _available(runtime: str, ckpt: Checkpoint) -> str:
                     f"not {ckpt.format}/{ckpt.dialect}")
         if not _tf_available():
             return "tensorflow is not installed"
-        os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # transformers' TF classes need Keras 2
+        _use_keras_2()
         return _transformers_lacks(_hf_tf_class(ckpt), f"transformers has no TF class for '{ckpt.architecture}'")
     if runtime == "llmstd-tf":
         if not _tf_available():
@@ -174,6 +194,16 @@ def _available(runtime: str, ckpt: Checkpoint) -> str:
         if ckpt.format != "onnx":
             return f"onnxruntime runs ONNX graphs, not '{ckpt.format}'"
         return "" if installed("onnxruntime") else "onnxruntime is not installed"
+    if runtime == "keras-hub":
+        if ckpt.format != "keras-hub":
+            return f"KerasHub runs KerasHub presets, not '{ckpt.format}'"
+        if not installed("keras_hub"):
+            return "keras-hub is not installed"
+        backend = _keras_backend()
+        if backend == "tensorflow" and _keras_2_forced():
+            return ("TF_USE_LEGACY_KERAS is set, so TensorFlow runs Keras 2 and KerasHub needs Keras 3: unset it "
+                    "(transformers' TF classes, which need it, run in another process)")
+        return "" if installed(backend) else f"{backend} (the Keras backend, KERAS_BACKEND) is not installed"
     raise LlmstdError(f"unknown runtime {runtime!r}", hint=f"choose one of {', '.join(RUNTIMES)}")
 
 
@@ -183,6 +213,7 @@ _AUTO: dict[str, tuple[str, ...]] = {
     "tf-h5": ("transformers-tf", "llmstd-tf"),
     "tf-ckpt": ("llmstd-tf",),
     "onnx": ("onnxruntime",),
+    "keras-hub": ("keras-hub",),
 }
 
 
@@ -201,7 +232,7 @@ def choose_runtime(ckpt: Checkpoint, requested: str = "auto") -> tuple[str, list
         why = _available(requested, ckpt)
         if why:
             extra = {"llmstd-torch": "torch", "transformers": "transformers", "transformers-tf": "tf",
-                     "llmstd-tf": "tf", "onnxruntime": "onnx"}.get(requested, "all")
+                     "llmstd-tf": "tf", "onnxruntime": "onnx", "keras-hub": "keras-hub"}.get(requested, "all")
             error = MissingDependencyError if "not installed" in why else LlmstdError
             raise error(f"runtime '{requested}' cannot run {ckpt.path}: {why}",
                         hint=f"install it (pip install 'llmstd[{extra}]') or choose --runtime auto")
@@ -221,14 +252,37 @@ def choose_runtime(ckpt: Checkpoint, requested: str = "auto") -> tuple[str, list
     return "llmstd-torch", notes
 
 
-def open_side(label: str, path: str | Path, arch: str | None, runtime: str, device: str) -> Side:
+#: Runtimes that run within ``--max-memory``; the others load the whole model.
+BOUNDED_RUNTIMES = ("llmstd-torch", "transformers")
+#: What a transformers side keeps outside accelerate's budget: the interpreter, torch and the
+#: activations of the check's batch.
+RUNTIME_OVERHEAD = 1536 * 2**20
+
+
+#: accelerate's placement strategies (``from_pretrained(device_map=...)``): "auto" and "balanced"
+#: spread the layers evenly over every GPU, "balanced_low_0" leaves the first GPU room for the
+#: activations, "sequential" fills GPUs in order.
+DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
+
+
+def open_side(label: str, path: str | Path, arch: str | None, runtime: str, device: str,
+              max_memory: int | None = None, device_map: str | None = None) -> Side:
+    if device_map is not None and device_map not in DEVICE_MAPS:
+        raise LlmstdError(f"unknown --device-map {device_map!r}", hint=f"choose one of {', '.join(DEVICE_MAPS)}")
     if runtime not in RUNTIMES:
         raise LlmstdError(f"unknown runtime {runtime!r}", hint=f"choose one of {', '.join(RUNTIMES)}")
     if device.split(":")[0] not in DEVICES:
         raise LlmstdError(f"unknown device {device!r}", hint="use cpu or cuda")
     ckpt = load(path, arch=arch)
     chosen, notes = choose_runtime(ckpt, runtime)
-    return Side(label, Path(path), ckpt, chosen, device, notes)
+    if max_memory is not None and chosen not in BOUNDED_RUNTIMES:
+        raise LlmstdError(f"--max-memory bounds {' and '.join(BOUNDED_RUNTIMES)}; side {label.upper()} ({path}) would "
+                          f"run in {chosen}, which loads the whole model",
+                          hint="compare against a Hugging Face or canonical checkpoint, or drop --max-memory")
+    if device_map is not None and chosen != "transformers":
+        notes.append(f"--device-map applies to transformers; {chosen} runs on {device}")
+        device_map = None
+    return Side(label, Path(path), ckpt, chosen, device, notes, max_memory, device_map)
 
 
 def require_reference(sides: list[Side]) -> None:
@@ -247,16 +301,25 @@ def require_reference(sides: list[Side]) -> None:
 def run(side: Side, inputs: Inputs, hidden: bool) -> tuple[RunOutput, float]:
     """Load the side in its runtime and run it once; returns (output, load seconds)."""
     runner = {"llmstd-torch": _run_llmstd_torch, "transformers": _run_transformers,
-              "transformers-tf": _run_transformers_tf, "llmstd-tf": _run_llmstd_tf, "onnxruntime": _run_onnx}
+              "transformers-tf": _run_transformers_tf, "llmstd-tf": _run_llmstd_tf, "onnxruntime": _run_onnx,
+              "keras-hub": _run_keras_hub}
     return runner[side.runtime](side, inputs, hidden)
+
+
+def torch_model(side: Side) -> tm.TorchModel:
+    """The side's canonical weights in llmstd-torch: streamed one layer at a time under --max-memory."""
+    return tm.TorchModel(side.ckpt.tensors, side.ckpt.config, device=side.device, stream=side.max_memory is not None)
 
 
 def _run_llmstd_torch(side: Side, inputs: Inputs, hidden: bool) -> tuple[RunOutput, float]:
     started = time.perf_counter()
-    model = tm.TorchModel(side.ckpt.tensors, side.ckpt.config, device=side.device)
+    model = torch_model(side)
     loaded = time.perf_counter() - started
     out = model(inputs.input_ids, inputs.attention_mask, inputs.token_type_ids, output_hidden_states=hidden)
     out.notes.append("llmstd-torch")
+    if isinstance(model.weights, tm.StreamedWeights):
+        out.notes.append(f"weights streamed one layer at a time (at most {model.weights.peak_bytes / 2**20:.1f} MiB "
+                         "held)")
     return out, loaded
 
 
@@ -278,10 +341,52 @@ def load_transformers(side: Side) -> tuple[Any, Any, str, str]:
     cls_name = _hf_class(side.ckpt)
     major_minor = tuple(int(p) for p in transformers.__version__.split(".")[:2])
     dtype_key = "dtype" if major_minor >= (4, 56) else "torch_dtype"
+    options: dict[str, Any] = {"attn_implementation": "eager", dtype_key: "auto"}
+    if side.max_memory is not None or side.device_map is not None:
+        options.update(_placement_options(side, device))
     with _quiet_transformers(transformers):
-        model = getattr(transformers, cls_name).from_pretrained(
-            str(side.path), attn_implementation="eager", **{dtype_key: "auto"})
-    return model.to(device).eval(), transformers, cls_name, device
+        model = getattr(transformers, cls_name).from_pretrained(str(side.path), **options)
+    if "device_map" not in options:
+        model = model.to(device)
+    else:
+        # accelerate moves each module's inputs to its device; the report says where the modules
+        # went (transformers records no map when they all went to one device)
+        placed = getattr(model, "hf_device_map", None) or {"": str(next(model.parameters()).device)}
+        counts = collections.Counter(str(d) for d in placed.values())
+        side.notes.append("accelerate placed the modules: " + ", ".join(f"{n} on {d}" for d, n in sorted(counts.items())))
+    return model.eval(), transformers, cls_name, device
+
+
+def _placement_options(side: Side, device: str) -> dict[str, Any]:
+    """accelerate's big-model inference: ``--device-map`` spreads the layers over every GPU there is
+    (``--device cuda``); ``--max-memory`` keeps within the side's budget, and what does not fit stays
+    in the original safetensors files (disk offload reads them in place; nothing is copied) and is
+    loaded module by module during the forward pass."""
+    import atexit
+    import shutil
+    import tempfile
+
+    if importlib.util.find_spec("accelerate") is None:
+        raise MissingDependencyError("--max-memory and --device-map run transformers through accelerate, which is "
+                                     "not installed", hint="pip install accelerate")
+    strategy = side.device_map or "auto"
+    if side.max_memory is None:
+        return {"device_map": strategy if device.startswith("cuda") else "cpu"}
+    budget = side.max_memory - RUNTIME_OVERHEAD
+    if budget <= 0:
+        raise LlmstdError(f"--max-memory {side.max_memory / 2**30:.2f} GiB leaves nothing for the weights after "
+                          f"{RUNTIME_OVERHEAD / 2**30:.1f} GiB for the runtime itself", hint="give more memory")
+    memory: dict[Any, int] = {"cpu": budget}
+    if device.startswith("cuda"):
+        torch = require("torch", "torch")
+        memory.update({index: torch.cuda.get_device_properties(index).total_memory
+                       for index in range(torch.cuda.device_count())})
+    # Safetensors weights are read in place; the folder is for any that are not, and goes at exit.
+    folder = tempfile.mkdtemp(prefix="llmstd-offload-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    side.notes.append(f"transformers through accelerate: {budget / 2**20:.0f} MiB of weights in memory, the rest "
+                      "read from the checkpoint's files when used")
+    return {"device_map": strategy, "max_memory": memory, "offload_folder": folder}
 
 
 def _run_transformers(side: Side, inputs: Inputs, hidden: bool) -> tuple[RunOutput, float]:
@@ -300,7 +405,7 @@ def _run_transformers(side: Side, inputs: Inputs, hidden: bool) -> tuple[RunOutp
 
 
 def _run_transformers_tf(side: Side, inputs: Inputs, hidden: bool) -> tuple[RunOutput, float]:
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    _use_keras_2()
     tf = importlib.import_module("tensorflow")
     transformers, _ = _transformers()
     assert transformers is not None
@@ -440,3 +545,52 @@ def _run_onnx(side: Side, inputs: Inputs, hidden: bool) -> tuple[RunOutput, floa
             states = [np.asarray(values[pattern.format(i)], dtype=np.float32) for i in range(count)]
     dtype = side.ckpt.config.dtype
     return RunOutput(outputs, states, session.get_providers()[0], dtype, seconds, notes), loaded
+
+
+def _keras_backend() -> str:
+    """The Keras 3 backend KerasHub will run on: KERAS_BACKEND, TensorFlow unless told otherwise
+    (Keras' own default), the one llmstd's tests use."""
+    return os.environ.get("KERAS_BACKEND", "tensorflow")
+
+
+def _run_keras_hub(side: Side, inputs: Inputs, hidden: bool) -> tuple[RunOutput, float]:
+    """The preset through ``keras_hub.models.<task>.from_preset`` (no preprocessor: token ids in).
+    KerasHub exposes no per-layer hidden states, so a failing check localises with llmstd-torch."""
+    from llmstd.formats.keras_hub import spec_of, task_class
+
+    os.environ["KERAS_BACKEND"] = _keras_backend()  # before Keras is imported, which reads it once
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    keras_hub = importlib.import_module("keras_hub")
+    keras = importlib.import_module("keras")
+    spec = spec_of(maps.load(side.ckpt.architecture))
+    cls_name = task_class(side.path) or spec.backbone
+    device = "cpu"
+    started = time.perf_counter()
+    model = getattr(keras_hub.models, cls_name).from_preset(str(side.path), **(
+        {"preprocessor": None} if cls_name != spec.backbone else {}))
+    loaded = time.perf_counter() - started
+    feeds: dict[str, Any] = {"token_ids": inputs.input_ids.astype(np.int32),
+                             "padding_mask": inputs.attention_mask.astype(bool)}
+    if side.ckpt.config.type_vocab_size > 0:
+        types = inputs.token_type_ids if inputs.token_type_ids is not None else np.zeros_like(inputs.input_ids)
+        feeds["segment_ids"] = types.astype(np.int32)
+    if side.ckpt.config.head == "masked_lm":
+        # The masked-LM task scores the positions it is given: all of them, as a full forward does.
+        feeds["mask_positions"] = np.broadcast_to(np.arange(inputs.input_ids.shape[1], dtype=np.int32),
+                                                  inputs.input_ids.shape).copy()
+    started = time.perf_counter()
+    result = model(feeds, training=False)
+    seconds = time.perf_counter() - started
+    if isinstance(result, dict):  # a backbone: sequence_output (and pooled_output)
+        by_name = {"last_hidden_state": result.get("sequence_output"), "pooler_output": result.get("pooled_output")}
+    else:
+        by_name = {"logits": result, "last_hidden_state": result}
+    outputs = {}
+    for name in tm.output_names(side.ckpt.config):
+        if by_name.get(name) is None:
+            raise LlmstdError(f"KerasHub's {cls_name} returned no '{name}' output for {side.path}")
+        outputs[name] = np.asarray(keras.ops.convert_to_numpy(by_name[name]), dtype=np.float32)
+    policy = getattr(getattr(model, "dtype_policy", None), "name", side.ckpt.config.dtype)
+    notes = [f"keras-hub {keras_hub.__version__} {cls_name}, Keras {keras.__version__} backend {keras.backend.backend()}"]
+    return RunOutput(outputs, None, device, str(policy), seconds, notes), loaded
+

@@ -29,6 +29,9 @@ class WriteOptions:
     weights: str = "safetensors"  # for hf: safetensors | bin
     onnx_package: str = "plain"  # for onnx: plain | genai (adds genai_config.json)
     experts: str = "per-expert"  # for hf: one of EXPERT_LAYOUTS
+    #: for keras-hub: canonical config fields whose difference from what the target computes the
+    #: user accepts by name (e.g. KerasHub's BERT runs tanh-approximated gelu)
+    accept: tuple[str, ...] = ()
     progress: Progress | None = None
 
 
@@ -62,7 +65,7 @@ def register(fmt: Format) -> Format:
 
 # Format modules, in detection order. Imported on first use so that `llmstd --help` and reading
 # one format never import another format's framework.
-BUILTIN = ("canonical", "hf", "onnx", "tf_h5", "tf_ckpt")
+BUILTIN = ("canonical", "hf", "onnx", "tf_h5", "tf_ckpt", "keras_hub")
 
 
 def _load_builtin() -> None:

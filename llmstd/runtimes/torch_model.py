@@ -25,7 +25,7 @@ torch is imported on first use, never at module import.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +35,7 @@ from llmstd import dtypes, vocab
 from llmstd.config import CanonicalConfig
 from llmstd.errors import LlmstdError, require
 from llmstd.model import forward, plan
-from llmstd.runtimes import canonical_arrays
+from llmstd.runtimes import canonical_arrays, require_canonical_set
 from llmstd.runtimes.torch_ops import TorchOps
 from llmstd.tensors import LazyTensor
 
@@ -119,11 +119,12 @@ class TorchModel:
 
     ``tensors`` maps canonical names to lazy tensors or numpy arrays (a Checkpoint works); tied
     tensors are looked up through ``vocab.tied_tensors``. ``dtype`` is the compute dtype (default:
-    the config's dtype when it is float32/float16/bfloat16, else float32).
+    the config's dtype when it is float32/float16/bfloat16, else float32). ``stream``: hold one
+    layer's weights at a time (:class:`StreamedWeights`), for models larger than memory.
     """
 
     def __init__(self, tensors: Mapping[str, LazyTensor | np.ndarray], config: CanonicalConfig, *,
-                 device: str = "cpu", dtype: str | None = None) -> None:
+                 device: str = "cpu", dtype: str | None = None, stream: bool = False) -> None:
         torch = _torch()
         self.plan = plan(config)  # refuses, by name, what the model definition cannot run
         self.config = config
@@ -132,13 +133,18 @@ class TorchModel:
         if self.dtype not in COMPUTE_DTYPES:
             raise LlmstdError(f"cannot compute in {self.dtype!r}", hint=f"choose one of {', '.join(COMPUTE_DTYPES)}")
         self._tdtype = getattr(torch, self.dtype)
-        self.weights: dict[str, torch.Tensor] = {
-            name: to_torch(array).to(device=self.device, dtype=self._tdtype)
-            for name, array in canonical_arrays(tensors, config)
-        }
-        for tied, target in vocab.tied_tensors(config).items():
-            self.weights[tied] = self.weights[target]
+        self.weights: Mapping[str, torch.Tensor]
+        if stream:
+            self.weights = StreamedWeights(tensors, config, self._to_device)
+        else:
+            weights = {name: self._to_device(array) for name, array in canonical_arrays(tensors, config)}
+            for tied, target in vocab.tied_tensors(config).items():
+                weights[tied] = weights[target]
+            self.weights = weights
         self.ops = TorchOps(torch, self.weights, self._tdtype, self.device, config.max_positions)
+
+    def _to_device(self, array: np.ndarray) -> Any:
+        return to_torch(array).to(device=self.device, dtype=self._tdtype)
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray | None = None,
                  token_type_ids: np.ndarray | None = None, *, position_ids: np.ndarray | None = None,
@@ -180,6 +186,45 @@ class TorchModel:
             result = forward(self.ops, self.plan, as_long(input_ids), as_long(attention_mask),
                              position_ids=as_long(position_ids), past=past)
         return _host(result.outputs["logits"][:, -1]), result.present
+
+
+class StreamedWeights(Mapping[str, Any]):
+    """Canonical weights loaded when the forward pass first asks for them, and dropped when it moves
+    on to another layer: resident are the current layer's weights and the model-wide ones
+    (embeddings, final norm, head), never the whole model. The forward pass visits layers in order,
+    so each layer is read from the checkpoint once per pass. ``peak_bytes`` is the most weight bytes
+    held at once (for tests and reports)."""
+
+    def __init__(self, tensors: Mapping[str, LazyTensor | np.ndarray], config: CanonicalConfig,
+                 convert: Callable[[np.ndarray], Any]) -> None:
+        require_canonical_set(tensors, config, hint="validate the checkpoint with `llmstd validate`")
+        self._sources = {name: tensors[name] for name in vocab.expected_tensors(config)}
+        self._tied = dict(vocab.tied_tensors(config))
+        self._convert = convert
+        self._held: dict[str, Any] = {}
+        self._layer: int | None = None
+        self.peak_bytes = 0
+
+    def __getitem__(self, name: str) -> Any:
+        name = self._tied.get(name, name)
+        if name not in self._held:
+            source = self._sources[name]  # KeyError for a name the model does not have, as a dict would
+            layer = vocab.layer_of(name)
+            if layer is not None and layer != self._layer:
+                for held in [n for n in self._held if vocab.layer_of(n) is not None]:
+                    del self._held[held]
+                self._layer = layer
+            array = source.load() if isinstance(source, LazyTensor) else np.asarray(source)
+            self._held[name] = self._convert(array)
+            del array
+            self.peak_bytes = max(self.peak_bytes, sum(t.numel() * t.element_size() for t in self._held.values()))
+        return self._held[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([*self._sources, *self._tied])
+
+    def __len__(self) -> int:
+        return len(self._sources) + len(self._tied)
 
 
 def run(tensors: Mapping[str, LazyTensor | np.ndarray], config: CanonicalConfig, input_ids: np.ndarray,

@@ -107,7 +107,8 @@ def _converted_to(to: str, **options: str) -> Callable[[Path], None]:
             out = Path(tmp) / "out"
             llmstd.convert(EXAMPLE, out, to=to, **options)  # type: ignore[arg-type]
             for p in out.iterdir():
-                shutil.copy(p, d / p.name)
+                if p.is_file():  # (a keras-hub preset's huggingface/ folder is not read as weights)
+                    shutil.copy(p, d / p.name)
 
     return build
 
@@ -125,6 +126,8 @@ TARGETS = {
     # A tiny --shard-size puts every weight in model.onnx.data, so both files are exercised.
     "onnx-graph": (_converted_to("onnx", shard_size="1KB"), "model.onnx"),
     "onnx-external-data": (_converted_to("onnx", shard_size="1KB"), "model.onnx.data"),
+    "keras-hub-weights": (_converted_to("keras-hub"), "model.weights.h5"),
+    "keras-hub-config": (_converted_to("keras-hub"), "config.json"),
 }
 
 
