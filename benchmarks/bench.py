@@ -81,6 +81,11 @@ class Row:
     speeds: list[float] = field(default_factory=list)
     runs: list[Sample] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: for a model larger than the free disk allows: outputs removed once this row has run (the
+    #: forward conversion's output goes after the conversion back has read it)
+    frees: tuple[Path, ...] = ()
+    #: `llmstd convert --json` reports' timings (llmstd.timing), one per run
+    timings: list[dict[str, float]] = field(default_factory=list)
 
     @property
     def sample(self) -> Sample:
@@ -112,8 +117,9 @@ GENERATED = 64  # generate_speed.NEW_TOKENS
 def _rows_for(shape: str, src: Path, workdir: Path, with_hf: bool, with_check: bool, with_generation: bool,
               env: dict[str, str], wanted: tuple[str, ...] = FORMATS) -> list[Row]:
     rows = [
-        Row(CP, ["cp", "-r", str(src), str(workdir / "cp")], workdir / "cp"),
-        Row(CP_SYNC, ["sh", "-c", f"cp -r '{src}' '{workdir / 'cp'}' && sync"], workdir / "cp"),
+        Row(CP, ["cp", "-r", str(src), str(workdir / "cp")], workdir / "cp", frees=(workdir / "cp",)),
+        Row(CP_SYNC, ["sh", "-c", f"cp -r '{src}' '{workdir / 'cp'}' && sync"], workdir / "cp",
+            frees=(workdir / "cp",)),
         Row("sha256 of the source files, every core (provenance hashing alone)", [PYTHON, str(HASH_SOURCES), str(src)], None),
     ]
     formats = [f for f in wanted if f in _available_formats()]
@@ -121,16 +127,18 @@ def _rows_for(shape: str, src: Path, workdir: Path, with_hf: bool, with_check: b
         out, back = workdir / f"{shape}-{fmt}", workdir / f"{shape}-{fmt}-back"
         # ONNX: weights in one external data file whatever the size (--shard-size caps model.onnx).
         extra = ["--shard-size", "1MB"] if fmt == "onnx" else []
-        rows.append(Row(f"llmstd HF -> {fmt}", [LLMSTD, "convert", str(src), str(out), "--to", fmt, *extra], out,
-                        target=fmt))
-        rows.append(Row(f"llmstd {fmt} -> HF", [LLMSTD, "convert", str(out), str(back), "--to", "hf"], back,
-                        target=fmt))
+        rows.append(Row(f"llmstd HF -> {fmt}", [LLMSTD, "convert", str(src), str(out), "--to", fmt, *extra, "--json"],
+                        out, target=fmt))
+        # the canonical conversion stays for the check rows
+        rows.append(Row(f"llmstd {fmt} -> HF", [LLMSTD, "convert", str(out), str(back), "--to", "hf", "--json"], back,
+                        target=fmt, frees=(back,) if fmt == "canonical" else (back, out)))
     if shape.startswith("mixtral") and "canonical" in formats:  # transformers 5's packed experts, both ways
         packed, unpacked = workdir / f"{shape}-hf-packed", workdir / f"{shape}-packed-canonical"
         rows.append(Row("llmstd HF -> HF packed experts", [LLMSTD, "convert", str(src), str(packed), "--to", "hf",
-                                                            "--experts", "packed"], packed, target="hf"))
-        rows.append(Row("llmstd HF packed experts -> canonical", [LLMSTD, "convert", str(packed), str(unpacked)],
-                        unpacked, target="canonical"))
+                                                            "--experts", "packed", "--json"], packed, target="hf"))
+        rows.append(Row("llmstd HF packed experts -> canonical", [LLMSTD, "convert", str(packed), str(unpacked),
+                                                                   "--json"], unpacked, target="canonical",
+                        frees=(unpacked, packed)))
     if with_hf:
         for fmt in (f for f in formats if f in HF_ROUTE_LABELS):
             out = workdir / f"{shape}-hf-route-{fmt}"
@@ -187,15 +195,15 @@ def bench_shape(shape: str, workdir: Path, runs: int, with_hf: bool, with_check:
         with open(path, "rb") as fh:
             while fh.read(1 << 24):
                 pass
-    # A model several times the free disk space: each output is removed once measured, except the
-    # canonical conversion the check rows read.
-    keep = {workdir / f"{shape}-canonical"}
     for round_no in range(1, runs + 1):
         for row in rows:
             settle(row.output, prime)
             row.runs.append(run_once(row.command, env))
-            if shape in LARGER_THAN_MEMORY and row.output is not None and row.output not in keep:
-                shutil.rmtree(row.output, ignore_errors=True)
+            if "--json" in row.command and row.command[1] == "convert":
+                row.timings.append(json.loads(row.runs[-1].stdout)["timings"])
+            if shape in LARGER_THAN_MEMORY:  # several times the free disk space: outputs go once read
+                for path in row.frees:
+                    shutil.rmtree(path, ignore_errors=True)
             if row.speed_report is not None:
                 row.speeds.append(json.loads(row.speed_report.read_text())["decode_tokens_per_second"])
             print(f"  [{round_no}/{runs}] {row.label:55s} {row.runs[-1].seconds:8.2f} s "
@@ -205,6 +213,8 @@ def bench_shape(shape: str, workdir: Path, runs: int, with_hf: bool, with_check:
             row.notes.append(_check_summary(workdir / f"{shape}-check.json"))
         if row.label.startswith("the same with layer"):
             row.notes.append(_check_summary(workdir / f"{shape}-fault-check.json"))
+        if row.timings:
+            row.notes.append(_time_breakdown(row))
         if row.speeds:
             row.notes.append(f"decode {statistics.median(row.speeds):.2f} tokens/s (median of the rounds; "
                              f"each round's: {', '.join(f'{v:.2f}' for v in row.speeds)}); wall and RSS include "
@@ -227,6 +237,30 @@ def _check_summary(report_path: Path) -> str:
     first = report.get("first_divergence")
     where = f", first divergence: {first['stage']}" if first else ""
     return "; ".join(sides) + f"; {verdict}" + (f", max abs {worst:.2e}" if worst is not None else "") + where
+
+
+#: llmstd.timing phases run on other threads, overlapping the converting thread's
+BACKGROUND_PHASES = ("compute", "hash")
+
+
+def _time_breakdown(row: Row) -> str:
+    """Where the row's wall time went, medians over the rounds: outside the conversion (interpreter
+    start-up, imports, exit: the process's wall minus the conversion's), each phase of the converting
+    thread (llmstd.timing), what they leave unaccounted, and the background threads' phases."""
+    phases = sorted({name for t in row.timings for name in t if name != "wall"})
+
+    def median(name: str) -> float:
+        return statistics.median(t.get(name, 0.0) for t in row.timings)
+
+    outside = statistics.median(s.seconds - t["wall"] for s, t in zip(row.runs, row.timings))
+    inside = [name for name in phases if name not in BACKGROUND_PHASES]
+    unaccounted = statistics.median(t["wall"] - sum(t.get(n, 0.0) for n in inside) for t in row.timings)
+    parts = [f"start-up, imports and exit {outside:.2f}"] + [f"{name} {median(name):.2f}"
+                                                              for name in sorted(inside, key=median, reverse=True)]
+    parts.append(f"other {unaccounted:.2f}")
+    background = [f"{name} {median(name):.2f}" for name in BACKGROUND_PHASES if name in phases]
+    return ("where the time goes (s, medians): " + ", ".join(parts)
+            + (f"; on other threads, overlapping: {', '.join(background)}" if background else ""))
 
 
 def _verdicts(rows: list[Row], info: dict) -> list[str]:

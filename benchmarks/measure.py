@@ -30,18 +30,20 @@ GNU_TIME = shutil.which("time") or "/usr/bin/time"
 class Sample:
     seconds: float
     peak_rss_mb: float
+    stdout: str = ""
 
 
 def run_once(argv: Sequence[str], env: dict[str, str] | None = None, timeout: float | None = None) -> Sample:
     with tempfile.NamedTemporaryFile("r", suffix=".time") as report:
         started = time.perf_counter()
+        # stdout is kept (small: e.g. `llmstd convert --json`'s report), not shown
         proc = subprocess.run([GNU_TIME, "-f", "%M", "-o", report.name, *argv], env=env, timeout=timeout,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         seconds = time.perf_counter() - started
         if proc.returncode != 0:
             raise RuntimeError(f"{' '.join(argv)} failed with {proc.returncode}: {proc.stderr[-3000:]}")
         peak_kib = int(report.read().strip().splitlines()[-1])
-    return Sample(seconds, peak_kib / 1024)
+    return Sample(seconds, peak_kib / 1024, proc.stdout)
 
 
 def meminfo(key: str) -> int:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from llmstd import dtypes
+from llmstd import dtypes, timing
 from llmstd.errors import FormatError, MissingDependencyError, UnsafeInputError
 from llmstd.tensors import FileSliceTensor, LazyTensor, is_plain_slice, stream, write_streamed
 
@@ -349,7 +348,7 @@ def write_h5(path: Path, layers: Sequence[tuple[str, Sequence[tuple[str, LazyTen
     path = Path(path)
     placed: list[tuple[str, LazyTensor, int]] = []
     dcpl = preallocated(h5py)
-    with h5py.File(path, "w") as f:
+    with timing.phase("lay out"), h5py.File(path, "w") as f:
         write_string_list(f, "layer_names", [name for name, _ in layers])
         f.attrs["backend"] = b"tensorflow"
         f.attrs["keras_version"] = keras_version().encode("utf-8")
@@ -380,4 +379,4 @@ def fill_placed(path: Path, placed: Sequence[tuple[str, LazyTensor, int]], progr
             if progress:
                 progress(name, tensor.nbytes)
         fh.flush()
-        os.fsync(fh.fileno())
+        timing.fsync(fh.fileno())

@@ -37,6 +37,7 @@ from llmstd.converters.h5_io import (
     open_h5,
     preallocated,
 )
+from llmstd import timing
 from llmstd.errors import FormatError, UnsafeInputError
 from llmstd.jsonfile import read_json_object
 from llmstd.tensors import LazyTensor
@@ -154,7 +155,7 @@ def _write_file(path: Path, items: Sequence[tuple[str, LazyTensor]], progress: P
     h5py = h5py_module()
     dcpl = preallocated(h5py)
     placed: list[tuple[str, LazyTensor, int]] = []
-    with h5py.File(path, "w") as f:
+    with timing.phase("lay out"), h5py.File(path, "w") as f:
         for name, tensor in items:
             group_path, var = name.rsplit("/", 1)
             group = f.require_group(group_path)

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from llmstd import dtypes
+from llmstd import dtypes, timing
 from llmstd.dtypes import DType
 from llmstd.errors import FormatError, UnsafeInputError, require
 from llmstd.tensors import (ArrayTensor, FileSliceTensor, LazyTensor, is_plain_slice, require_declared, stream,
@@ -415,7 +415,7 @@ def write(
                 if progress:
                     progress(name, tensor.nbytes)
             fh.flush()
-            os.fsync(fh.fileno())
+            timing.fsync(fh.fileno())
         written.append(data_path)
     else:
         for name, tensor, array in stream(list(entries)):
@@ -436,8 +436,8 @@ def write(
     if size > PROTOBUF_LIMIT:
         raise FormatError(f"the model would be {size} bytes, over the 2 GiB protobuf limit", file=path,
                           hint="write the weights as external data (a smaller size threshold)")
-    with open(path, "wb") as fh:
+    with timing.phase("write graph"), open(path, "wb") as fh:
         fh.write(out.SerializeToString())
         fh.flush()
-        os.fsync(fh.fileno())
+        timing.fsync(fh.fileno())
     return written

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import struct
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from llmstd import dtypes
+from llmstd import dtypes, timing
 from llmstd.errors import FormatError
 from llmstd.tensors import FileSliceTensor, LazyTensor, write_streamed, is_plain_slice, stream
 
@@ -167,7 +166,7 @@ def write_file(
             if progress:
                 progress(name, tensor.nbytes)
         fh.flush()
-        os.fsync(fh.fileno())
+        timing.fsync(fh.fileno())
 
 
 def rewrite_metadata(path: Path, metadata: Mapping[str, str]) -> None:
@@ -182,4 +181,4 @@ def rewrite_metadata(path: Path, metadata: Mapping[str, str]) -> None:
         fh.seek(8)
         fh.write(raw + b" " * (room - len(raw)))
         fh.flush()
-        os.fsync(fh.fileno())
+        timing.fsync(fh.fileno())

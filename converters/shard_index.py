@@ -17,6 +17,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from llmstd import timing
 from llmstd.errors import FormatError, UnsafeInputError
 from llmstd.findings import Findings, attempt, refuse, refuse_each
 from llmstd.jsonfile import dumps, read_json_object
@@ -50,7 +51,7 @@ def write_index(path: Path, weight_map: Mapping[str, str], total_size: int) -> N
     with open(path, "w", encoding="utf-8") as fh:
         fh.write(dumps(body))
         fh.flush()
-        os.fsync(fh.fileno())
+        timing.fsync(fh.fileno())
 
 
 def read_index(index_path: Path, findings: Findings | None = None) -> tuple[dict[str, Path], int | None]:

@@ -20,7 +20,6 @@ This module moves bytes only: it never interprets a tensor name.
 from __future__ import annotations
 
 import math
-import os
 import struct
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from llmstd.converters import crc32c
 
-from llmstd import dtypes
+from llmstd import dtypes, timing
 from llmstd.errors import FormatError
 from llmstd.tensors import FileSliceTensor, LazyTensor
 
@@ -535,7 +534,7 @@ def _write_table(path: Path, items: Sequence[tuple[bytes, bytes]]) -> None:
     with open(path, "wb") as fh:
         fh.write(out)
         fh.flush()
-        os.fsync(fh.fileno())
+        timing.fsync(fh.fileno())
 
 
 def write_checkpoint(prefix: Path, tensors: Sequence[tuple[str, LazyTensor]], *,
@@ -558,7 +557,8 @@ def write_checkpoint(prefix: Path, tensors: Sequence[tuple[str, LazyTensor]], *,
         for name, tensor in tensors:
             if tensor.dtype.name not in TF_DTYPE_OF:
                 raise FormatError(f"dtype {tensor.dtype.name} has no TensorFlow equivalent", tensor=name, file=prefix)
-            array = np.asarray(tensor.load())
+            with timing.phase("compute"):  # (this writer loads on the converting thread)
+                array = np.asarray(tensor.load())
             if not array.flags.c_contiguous:  # np.ascontiguousarray would turn a scalar into shape (1,)
                 array = array.copy(order="C")
             if tuple(array.shape) != tuple(tensor.shape):
@@ -575,7 +575,7 @@ def write_checkpoint(prefix: Path, tensors: Sequence[tuple[str, LazyTensor]], *,
             if progress:
                 progress(name, size)
         fh.flush()
-        os.fsync(fh.fileno())
+        timing.fsync(fh.fileno())
     entries.sort(key=lambda kv: kv[0])
     index_path = Path(str(prefix) + INDEX_SUFFIX)
     _write_table(index_path, [(HEADER_KEY, _encode_header(1)), *entries])

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+from llmstd import timing
 from llmstd.errors import OutputError
 from llmstd.oscalls import exchange
 
@@ -23,7 +24,7 @@ STAGING_MARK = ".llmstd-staging-"
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
-        os.fsync(fd)
+        timing.fsync(fd)
     finally:
         os.close(fd)
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmstd import dtypes, formats
+from llmstd import dtypes, formats, timing
 from llmstd.atomic import check_not_overlapping, staged_directory
 from llmstd.checkpoint import Checkpoint
 from llmstd.config import CanonicalConfig
@@ -63,6 +63,7 @@ class ConversionReport:
     side_files_skipped: dict[str, str] = field(default_factory=dict)  # left behind, with the reason
     accepted_differences: list[str] = field(default_factory=list)  # canonical fields the target computes otherwise
     deviations: dict[str, str] = field(default_factory=dict)  # fields the source's runtime computes otherwise
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per phase (llmstd.timing) and wall
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -123,26 +124,30 @@ def convert(
     if unknown:
         raise LlmstdError(f"--accept-difference names no canonical config field: {', '.join(unknown)}",
                           hint="fields are listed in docs/SPEC.md (e.g. activation)")
-    ckpt = cast_checkpoint(load(src, arch=arch), dtype, force=force)
-    check_not_overlapping([src, *ckpt.files], dst)
-    total = ckpt.nbytes
-    options = formats.WriteOptions(
-        shard_size=parse_size(shard_size), weights=weights, onnx_package=onnx_package, experts=experts,
-        accept=accept, progress=(lambda name, nbytes: progress(name, nbytes, total)) if progress else None,
-    )
-    try:
-        with staged_directory(dst, overwrite=overwrite) as staging:
-            written = sorted(p.relative_to(staging).as_posix() for p in target.write(ckpt, staging, options))
-    except LlmstdError as exc:
-        if exc.file is None:  # e.g. a lossy cast found while writing: name the checkpoint it came from
-            exc.file = str(src)
-        raise
+    with timing.collect() as timings:
+        with timing.phase("read source"):
+            ckpt = cast_checkpoint(load(src, arch=arch), dtype, force=force)
+        check_not_overlapping([src, *ckpt.files], dst)
+        total = ckpt.nbytes
+        options = formats.WriteOptions(
+            shard_size=parse_size(shard_size), weights=weights, onnx_package=onnx_package, experts=experts,
+            accept=accept, progress=(lambda name, nbytes: progress(name, nbytes, total)) if progress else None,
+        )
+        try:
+            with staged_directory(dst, overwrite=overwrite) as staging:
+                written = sorted(p.relative_to(staging).as_posix() for p in target.write(ckpt, staging, options))
+                written_at = time.perf_counter()
+        except LlmstdError as exc:
+            if exc.file is None:  # e.g. a lossy cast found while writing: name the checkpoint it came from
+                exc.file = str(src)
+            raise
+        timing.add("finish", time.perf_counter() - written_at)  # the staging directory fsynced and renamed
     return ConversionReport(
         source=str(src), destination=str(dst), source_format=ckpt.format, container=ckpt.container,
         dialect=ckpt.dialect, architecture=ckpt.architecture, target_format=to, tensors=len(ckpt.tensors),
         bytes=ckpt.nbytes, dtype=ckpt.config.dtype, files=written,
         seconds=round(time.perf_counter() - started, 3),
         side_files=sorted(r for r in ckpt.sidecars.files if r not in ckpt.sidecars.skipped),
-        side_files_skipped=dict(ckpt.sidecars.skipped), accepted_differences=list(accept),
+        side_files_skipped=dict(ckpt.sidecars.skipped), accepted_differences=list(accept), timings=timings,
         **{k: v for k, v in ckpt.report.to_dict().items()},
     )

@@ -31,6 +31,9 @@ def _ml_dtype(name: str) -> np.dtype:
 class DType:
     name: str  # canonical spelling, also torch's attribute name
     safetensors: str
+    #: bytes per element, known without numpy's type, so that sizes and byte ranges (every header
+    #: read, every kernel copy) never import ml_dtypes
+    itemsize: int
     native: np.dtype | None = None  # numpy's own type; None for the ml_dtypes ones
 
     @property
@@ -38,30 +41,26 @@ class DType:
         return self.native if self.native is not None else _ml_dtype(self.name)
 
     @property
-    def itemsize(self) -> int:
-        return self.numpy.itemsize
-
-    @property
     def is_float(self) -> bool:
         return self.name.startswith(("float", "bfloat"))
 
 
 _ALL = [
-    DType("float64", "F64", np.dtype(np.float64)),
-    DType("float32", "F32", np.dtype(np.float32)),
-    DType("float16", "F16", np.dtype(np.float16)),
-    DType("bfloat16", "BF16"),
-    DType("float8_e4m3fn", "F8_E4M3"),
-    DType("float8_e5m2", "F8_E5M2"),
-    DType("int64", "I64", np.dtype(np.int64)),
-    DType("int32", "I32", np.dtype(np.int32)),
-    DType("int16", "I16", np.dtype(np.int16)),
-    DType("int8", "I8", np.dtype(np.int8)),
-    DType("uint64", "U64", np.dtype(np.uint64)),
-    DType("uint32", "U32", np.dtype(np.uint32)),
-    DType("uint16", "U16", np.dtype(np.uint16)),
-    DType("uint8", "U8", np.dtype(np.uint8)),
-    DType("bool", "BOOL", np.dtype(np.bool_)),
+    DType("float64", "F64", 8, np.dtype(np.float64)),
+    DType("float32", "F32", 4, np.dtype(np.float32)),
+    DType("float16", "F16", 2, np.dtype(np.float16)),
+    DType("bfloat16", "BF16", 2),
+    DType("float8_e4m3fn", "F8_E4M3", 1),
+    DType("float8_e5m2", "F8_E5M2", 1),
+    DType("int64", "I64", 8, np.dtype(np.int64)),
+    DType("int32", "I32", 4, np.dtype(np.int32)),
+    DType("int16", "I16", 2, np.dtype(np.int16)),
+    DType("int8", "I8", 1, np.dtype(np.int8)),
+    DType("uint64", "U64", 8, np.dtype(np.uint64)),
+    DType("uint32", "U32", 4, np.dtype(np.uint32)),
+    DType("uint16", "U16", 2, np.dtype(np.uint16)),
+    DType("uint8", "U8", 1, np.dtype(np.uint8)),
+    DType("bool", "BOOL", 1, np.dtype(np.bool_)),
 ]
 BY_NAME = {d.name: d for d in _ALL}
 BY_SAFETENSORS = {d.safetensors: d for d in _ALL}

@@ -17,6 +17,7 @@ from typing import BinaryIO
 
 import numpy as np
 
+from llmstd import timing
 from llmstd.dtypes import DType
 from llmstd.errors import FormatError
 from llmstd.oscalls import sync_file_range
@@ -275,14 +276,17 @@ def write_streamed(fh: BinaryIO, path: Path, name: str, tensor: LazyTensor, arra
     fh.flush()
     start = fh.seek(0, os.SEEK_END) if at is None else fh.seek(at)
     if array is None:
-        tensor.copy_to(fh.fileno())  # type: ignore[attr-defined]
+        with timing.phase("copy"):
+            tensor.copy_to(fh.fileno())  # type: ignore[attr-defined]
         fh.seek(start + tensor.nbytes)  # the copy moved the descriptor's position; keep fh's in step
     else:
         require_declared(array, tensor, path, name)
-        fh.write(memoryview(np.ascontiguousarray(array).reshape(-1).view(np.uint8)))
+        with timing.phase("write"):
+            fh.write(memoryview(np.ascontiguousarray(array).reshape(-1).view(np.uint8)))
     if tensor.nbytes >= _WRITEBACK_MIN:
-        fh.flush()
-        sync_file_range(fh.fileno(), start, tensor.nbytes)
+        with timing.phase("writeback"):
+            fh.flush()
+            sync_file_range(fh.fileno(), start, tensor.nbytes)
 
 
 def stream(entries: Sequence[tuple[str, LazyTensor]], *, copyable: Callable[[LazyTensor], bool] = lambda t: False,
@@ -296,13 +300,17 @@ def stream(entries: Sequence[tuple[str, LazyTensor]], *, copyable: Callable[[Laz
     from concurrent.futures import ThreadPoolExecutor
 
     def load(tensor: LazyTensor) -> np.ndarray | None:
-        return None if copyable(tensor) else tensor.load()
+        if copyable(tensor):
+            return None
+        with timing.phase("compute"):
+            return tensor.load()
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="llmstd-load") as pool:
         pending = pool.submit(load, entries[0][1]) if entries else None
         for k, (name, tensor) in enumerate(entries):
             assert pending is not None
-            array = pending.result()
+            with timing.phase("wait for compute"):
+                array = pending.result()
             pending = pool.submit(load, entries[k + 1][1]) if k + 1 < len(entries) else None
             yield name, tensor, array
             del array

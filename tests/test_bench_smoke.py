@@ -22,6 +22,9 @@ def test_benchmark_smoke(tmp_path: Path) -> None:
     assert "| cp -r |" in text
     assert "| llmstd HF -> canonical |" in text and "| llmstd canonical -> HF |" in text
     assert "Targets:" in text and "peak RSS" in text
+    # every conversion row says where its time went
+    assert "- llmstd HF -> canonical: where the time goes (s, medians): start-up, imports and exit " in text
+    assert "copy " in text and "fsync " in text and "on other threads, overlapping: " in text
     assert "| llmstd HF -> HF packed experts |" in text and "| llmstd HF packed experts -> canonical |" in text
     # A later run of one shape keeps the other shape's section.
     proc = subprocess.run([sys.executable, str(BENCH), "--workdir", str(tmp_path / "work"), "--runs", "1", "--no-hf",

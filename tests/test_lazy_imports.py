@@ -122,9 +122,10 @@ def test_api_functions_stay_functions_after_their_modules_are_imported() -> None
     assert _heavy_modules_after(code) is not None
 
 
-def test_ml_dtypes_is_imported_only_for_its_types(tiny_gpt2_dir: Path, tmp_path: Path) -> None:
+def test_ml_dtypes_is_imported_only_for_its_types(tiny, tiny_gpt2_dir: Path, tmp_path: Path) -> None:
     """ml_dtypes costs more start-up than the rest of llmstd (0.7 s for 0.7.0): ``--version``,
-    ``--help`` and a float32 conversion run without it; a bfloat16 cast loads it."""
+    ``--help``, a float32 conversion and a bfloat16 one made of kernel copies run without it; a
+    bfloat16 cast loads it."""
     probe = textwrap.dedent('''
         import sys
         print("ML_DTYPES=" + str("ml_dtypes" in sys.modules))
@@ -148,6 +149,11 @@ def test_ml_dtypes_is_imported_only_for_its_types(tiny_gpt2_dir: Path, tmp_path:
     assert not loaded(f"import llmstd; llmstd.convert({str(tiny_gpt2_dir)!r}, {str(tmp_path / 'a')!r}, to='canonical')")
     assert loaded(f"import llmstd; llmstd.convert({str(tiny_gpt2_dir)!r}, {str(tmp_path / 'b')!r}, to='canonical', "
                   "dtype='bfloat16')")
+    # A bfloat16 Llama moves HF <-> canonical by kernel copies: sizes and byte ranges need no bf16 type.
+    bf16 = tmp_path / "llama-bf16"
+    llmstd.convert(tiny.hf_dir("llama"), bf16, to="hf", dtype="bfloat16")
+    assert not loaded(f"import llmstd; llmstd.convert({str(bf16)!r}, {str(tmp_path / 'c')!r}, to='canonical'); "
+                      f"llmstd.convert({str(tmp_path / 'c')!r}, {str(tmp_path / 'd')!r}, to='hf')")
 
 
 def test_version_loads_nothing_but_llmstd_itself() -> None:

@@ -371,3 +371,14 @@ def test_expressions_read_framework_keys_safely() -> None:
                             ("= {x: 1}", "quoted names"), ("= {**x}", "quoted names")):
         with pytest.raises(expr.ExpressionError, match=needle):
             expr.evaluate(hostile, {"n": 10**9, "x": 1}, {})
+
+
+def test_each_model_type_is_claimed_by_one_map() -> None:
+    """for_model_type takes the map named like the model type first: a second claimant would make
+    the answer depend on that shortcut."""
+    claims: dict[str, list[str]] = {}
+    for arch in maps.available():
+        for model_type in maps.load(arch).model_types:
+            claims.setdefault(model_type, []).append(arch)
+    assert {t: a for t, a in claims.items() if len(a) > 1} == {}
+    assert all(maps.for_model_type(t).architecture == a[0] for t, a in claims.items())

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from llmstd import timing
 from llmstd.checkpoint import SideFiles
 from llmstd.converters import safetensors_io, shard_index
 from llmstd.errors import UnsafeInputError
@@ -174,8 +175,18 @@ def hashing_in_background(files: Sequence[Path], workers: int | None = None) -> 
     workers = workers or max(1, usable_cores() - 1)
     by_size = sorted(files, key=lambda p: p.stat().st_size, reverse=True)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="llmstd-sha256") as pool:
-        futures = {p: pool.submit(sha256_file, p) for p in by_size}
-        yield lambda: {p: futures[p].result() for p in files}
+        futures = {p: pool.submit(_timed_sha256, p) for p in by_size}
+
+        def wait() -> dict[Path, str]:
+            with timing.phase("wait for hashes"):
+                return {p: futures[p].result() for p in files}
+
+        yield wait
+
+
+def _timed_sha256(path: Path) -> str:
+    with timing.phase("hash"):
+        return sha256_file(path)
 
 
 _HASH_WINDOW = 64 * 1024 * 1024  # a multiple of mmap.ALLOCATIONGRANULARITY
