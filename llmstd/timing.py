@@ -16,7 +16,8 @@ idle until the loader has the next tensor), ``copy`` (plain byte ranges, kernel 
 graph`` (an ONNX graph serialised), ``finish`` (the staging directory renamed into place). The
 tf.train writer loads on the converting thread: its ``compute`` is not overlapped.
 
-Collecting costs two clock reads per phase; nothing is kept when no collection is open.
+Collecting costs two clock reads per phase; nothing is kept when no collection is open. The sums
+are per process: two conversions running at once in one process would share them.
 """
 
 from __future__ import annotations
