@@ -307,11 +307,14 @@ def write_string_list(group: Any, name: str, values: Sequence[str]) -> None:
     while any(c.nbytes > HDF5_OBJECT_HEADER_LIMIT for c in chunks):
         num_chunks += 1
         chunks = np.array_split(data_npy, num_chunks)
+    # Fixed-length byte strings, as tf_keras writes them: h5py stores a list of bytes as variable-length
+    # strings, whose values live in a global heap that HDF5 walks when reading -- and a damaged heap
+    # address made that walk spin forever (found by tests/hostile/test_fuzz.py).
     if num_chunks > 1:
         for k, chunk in enumerate(chunks):
             group.attrs[f"{name}{k}"] = chunk
     else:
-        group.attrs[name] = data
+        group.attrs[name] = data_npy
 
 
 def preallocated(h5py: Any) -> Any:
@@ -350,8 +353,8 @@ def write_h5(path: Path, layers: Sequence[tuple[str, Sequence[tuple[str, LazyTen
     dcpl = preallocated(h5py)
     with timing.phase("lay out"), h5py.File(path, "w") as f:
         write_string_list(f, "layer_names", [name for name, _ in layers])
-        f.attrs["backend"] = b"tensorflow"
-        f.attrs["keras_version"] = keras_version().encode("utf-8")
+        f.attrs["backend"] = np.bytes_(b"tensorflow")  # fixed-length, as tf_keras writes (see write_string_list)
+        f.attrs["keras_version"] = np.bytes_(keras_version().encode("utf-8"))
         # tf_keras creates the groups sorted by name so no group name is a prefix-ordering surprise.
         for layer, weights in sorted(layers, key=lambda item: item[0]):
             group = f.create_group(layer)

@@ -47,19 +47,27 @@ def test_transformers_tf_class_loads_llmstd_h5(tfstore, kind: str) -> None:
     assert max_abs(got, want) <= TOL
 
 
+def _fixed_length_strings(f: h5py.File, owner: str, name: str) -> list[str]:
+    """A string-list attribute, checked to be stored as tf_keras stores it: fixed-length bytes."""
+    attr = f[owner].attrs.get_id(name) if owner != "/" else f.attrs.get_id(name)
+    assert not attr.get_type().is_variable_str(), f"{owner}:{name} is a variable-length string"
+    values = (f[owner].attrs if owner != "/" else f.attrs)[name]
+    return [v.decode("utf-8") for v in np.atleast_1d(values).tolist()]
+
+
 def test_h5_structure_mirrors_keras(tfstore) -> None:
     path = tfstore.converted("bert-mlm", "tf-h5") / "tf_model.h5"
     with h5py.File(path, "r") as f:
-        assert list(f.attrs["layer_names"]) == ["bert", "mlm___cls"]
-        assert f.attrs["backend"] in (b"tensorflow", "tensorflow")
+        assert _fixed_length_strings(f, "/", "layer_names") == ["bert", "mlm___cls"]
+        assert _fixed_length_strings(f, "/", "backend") == ["tensorflow"]
         assert "keras_version" in f.attrs
         assert "top_level_model_weights" in f
-        names = list(f["bert"].attrs["weight_names"])
+        names = _fixed_length_strings(f, "bert", "weight_names")
         assert all(n.startswith("tf_bert_for_masked_lm/bert/") for n in names)
         for n in names:
             assert isinstance(f["bert"][n], h5py.Dataset)
         # Keras lists the embedding layer again under the MLM head that reuses it; so does llmstd.
-        mlm = list(f["mlm___cls"].attrs["weight_names"])
+        mlm = _fixed_length_strings(f, "mlm___cls", "weight_names")
         assert "tf_bert_for_masked_lm/bert/embeddings/word_embeddings/weight:0" in mlm
         assert "tf_bert_for_masked_lm/mlm___cls/predictions/bias:0" in mlm
         # Dense kernels are [in, out]: the intermediate layer maps hidden 32 -> 64.
