@@ -14,7 +14,6 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from llmstd import timing
 from llmstd.errors import OutputError
 from llmstd.oscalls import exchange
 
@@ -24,7 +23,7 @@ STAGING_MARK = ".llmstd-staging-"
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
-        timing.fsync(fd)
+        os.fsync(fd)  # (timed as part of the conversion's 'finish', not as 'fsync')
     finally:
         os.close(fd)
 

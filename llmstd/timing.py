@@ -13,7 +13,7 @@ Phases: ``read source`` (open the source: headers, config, map), ``wait for comp
 idle until the loader has the next tensor), ``copy`` (plain byte ranges, kernel to kernel),
 ``write`` (computed arrays), ``writeback`` (starting the disk writes of a large tensor),
 ``fsync``, ``wait for hashes``, ``lay out`` (HDF5 creating a weights file's structure), ``write
-graph`` (an ONNX graph serialised), ``finish`` (the staging directory renamed into place). The
+graph`` (an ONNX graph serialised), ``finish`` (the staging directory fsynced and renamed into place). The
 tf.train writer loads on the converting thread: its ``compute`` is not overlapped.
 
 Collecting costs two clock reads per phase; nothing is kept when no collection is open. The sums

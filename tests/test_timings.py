@@ -35,6 +35,19 @@ def test_conversion_report_breaks_its_time_into_phases(tmp_path: Path, to: str, 
     assert _converting_thread(timings) <= timings["wall"] + 1e-3, timings
 
 
+def test_converting_thread_phases_do_not_overlap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every fsync made slow: were any counted twice (as 'fsync' and inside another phase such as
+    'finish'), the converting thread's phases would add up to more than the wall time."""
+    import os
+    import time
+
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (time.sleep(0.05), real(fd))[1])
+    timings = llmstd.convert(EXAMPLE, tmp_path / "out", to="canonical").timings
+    assert timings["fsync"] >= 0.05 and timings["finish"] >= 0.05, timings
+    assert _converting_thread(timings) <= timings["wall"] + 1e-3, timings
+
+
 def test_phases_outside_a_collection_are_not_kept() -> None:
     with timing.phase("stray"):
         pass
