@@ -49,6 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import helpers  # noqa: E402
 
 MAIN_VENV = ".venv"
+DISK_NEEDED_GB = 6  # peak of the trained checkpoints' conversions (tests/test_real_checkpoints.py), measured
 LEGACY_VENV = ".venv-legacy"
 
 
@@ -62,7 +63,24 @@ def _transformers_major() -> int | None:
         return None
 
 
+def _warn_if_disk_is_short(config: pytest.Config) -> None:
+    """The trained checkpoints' conversions need gigabytes where the tests write; without this note a
+    full disk shows up only as conversions failing with 'the disk is full' halfway through the run."""
+    import shutil
+    import tempfile
+
+    where = str(config.option.basetemp or tempfile.gettempdir())
+    while not os.path.exists(where):
+        where = os.path.dirname(where)
+    free = shutil.disk_usage(where).free / 1e9
+    if free < DISK_NEEDED_GB:
+        config.issue_config_time_warning(pytest.PytestWarning(
+            f"{free:.1f} GB free in {where}: the main environment's suite writes up to ~{DISK_NEEDED_GB} GB "
+            "there (trained checkpoints' conversions); free space or pass --basetemp elsewhere"), stacklevel=2)
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    _warn_if_disk_is_short(config)
     expected = os.environ.get("LLMSTD_TRANSFORMERS_MAJOR")
     found = _transformers_major()
     if expected and str(found) != expected:

@@ -9,7 +9,9 @@ each runtime, each dtype and each kind of fault within the suite's time budget.
 
 from __future__ import annotations
 
+import shutil
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -47,8 +49,10 @@ def sources(request: pytest.FixtureRequest) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("real-check")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    root = tmp_path_factory.mktemp("real-check")
+    yield root
+    shutil.rmtree(root, ignore_errors=True)  # ~4 GB of conversions: not kept for later sessions
 
 
 @pytest.mark.parametrize("model,fmt,dtype", CORRECT)
@@ -66,7 +70,12 @@ def test_correct_conversion_of_a_trained_model_passes(sources: dict[str, Path], 
 def test_planted_fault_fails_where_it_was_planted(sources: dict[str, Path], workdir: Path, name: str) -> None:
     fault = FAULTS[name]
     a, b = cal.faulty(sources[fault.model], workdir, fault)
-    report = check(a, b)
+    try:
+        report = check(a, b)
+    finally:  # each faulty copy (up to 517 MB) serves this test alone
+        for side in (a, b):
+            if workdir in side.parents:
+                shutil.rmtree(side, ignore_errors=True)
     assert not report.passed, report.summary()
     assert cal.found_as_planted(report, fault), (report.first_divergence, report.summary())
     # Far beyond the limit, not at its edge.
