@@ -1,9 +1,9 @@
-"""The ``llmstd`` command line: a thin Typer shell over the Python API, one module per command."""
+"""The ``llmstd`` command line: a thin argparse shell over the Python API, one module per command."""
 
 
 def run() -> None:
     """Console-script entry point. ``llmstd --version`` answers before the command modules (and
-    numpy, typer, rich) are imported; everything else goes to the Typer application."""
+    numpy) are imported; everything else goes to the argparse application."""
     import sys
 
     if sys.argv[1:] == ["--version"]:

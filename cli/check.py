@@ -2,21 +2,62 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING
 
-import typer
 from llmstd.cli.errors import EXIT_FAILURE, handle_errors
-from llmstd.cli.options import Arch
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
+from llmstd.cli.options import add_arch
 
-Runtime = Annotated[str, typer.Option(
-    help="auto | transformers | llmstd-torch | transformers-tf | llmstd-tf | onnxruntime.")]
+if TYPE_CHECKING:
+    from rich.console import Console
+
+RUNTIMES = "auto | transformers | llmstd-torch | transformers-tf | llmstd-tf | onnxruntime | keras-hub"
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    about = "Run A and B in their own runtimes on the same tokens and compare outputs and hidden states."
+    parser = commands.add_parser(
+        "check", help=about,
+        description=about + " Exits 1 when any output is out of tolerance (the report names the first diverging "
+                            "layer).")
+    parser.add_argument("a", type=Path, help="Reference checkpoint (any format).")
+    parser.add_argument("b", type=Path, help="Checkpoint to compare with it (any format).")
+    add_arch(parser)
+    parser.add_argument("--input-ids", metavar="IDS", help='Token ids: a JSON file or JSON text, e.g. "[[1, 2, 3], [4, 5]]".')
+    parser.add_argument("--text", action="append",
+                        help="Text to encode with the checkpoint's tokenizer.json (repeat for a batch).")
+    parser.add_argument("--batch", type=int, default=2, help="Sequences in the default batch (default: 2).")
+    parser.add_argument("--seq-len", type=int, default=128,
+                        help="Tokens per default sequence, capped by the model (default: 128).")
+    parser.add_argument("--device", default="cpu", help="cpu | cuda, for both sides (default: cpu).")
+    parser.add_argument("--device-a", help="Device for side A only.")
+    parser.add_argument("--device-b", help="Device for side B only.")
+    parser.add_argument("--runtime-a", default="auto", metavar="RUNTIME", help=f"Runtime of side A: {RUNTIMES}.")
+    parser.add_argument("--runtime-b", default="auto", metavar="RUNTIME", help=f"Runtime of side B: {RUNTIMES}.")
+    parser.add_argument("--atol", type=float, help="Absolute cap on the max abs error of logits (off by default).")
+    parser.add_argument("--min-top1", type=float, help="Minimum top-1 agreement.")
+    parser.add_argument("--max-kl", type=float, help="Maximum mean KL divergence (nats).")
+    parser.add_argument("--max-nmse", type=float, help="Maximum NMSE of any output.")
+    parser.add_argument("--max-rel-error", type=float, help="Maximum of max|a-b| / max|a| for any output.")
+    parser.add_argument("--hidden-nmse", type=float, help="Hidden-state NMSE above which a layer counts as diverging.")
+    parser.add_argument("--no-layers", action="store_true", help="Skip the per-layer comparison.")
+    parser.add_argument("--require-reference", action="store_true",
+                        help="Fail unless each side runs in its format's reference runtime.")
+    parser.add_argument("--decode-steps", type=int, default=0, metavar="N",
+                        help="Also generate N tokens with each side's key/value cache and compare every step.")
+    parser.add_argument("--max-memory", metavar="SIZE",
+                        help="Memory each side may hold, e.g. 6GB: llmstd-torch streams one layer at a time, "
+                             "transformers offloads through accelerate (models larger than memory).")
+    parser.add_argument("--device-map", metavar="STRATEGY",
+                        help="auto | balanced | balanced_low_0 | sequential: accelerate places a transformers side, "
+                             "spread over every GPU with --device cuda.")
+    parser.add_argument("--json", dest="json_path", type=Path, metavar="FILE",
+                        help="Also write the report as JSON to this file ('-': stdout, tables go to stderr).")
+    parser.set_defaults(run=check)
 
 
 def skip_tensorflow_import(paths: Sequence[Path], runtimes: Sequence[str]) -> None:
@@ -49,6 +90,9 @@ def _num(value: float | None, fmt: str = ".2e") -> str:
 
 def render(report: object, console: Console) -> None:
     """Print a CheckReport as tables (also used by ``llmstd validate --against``)."""
+    from rich.markup import escape
+    from rich.table import Table
+
     from llmstd.checking import CheckReport
 
     assert isinstance(report, CheckReport)
@@ -102,66 +146,27 @@ def render(report: object, console: Console) -> None:
 
 
 @handle_errors
-def check(
-    a: Annotated[Path, typer.Argument(help="Reference checkpoint (any format).")],
-    b: Annotated[Path, typer.Argument(help="Checkpoint to compare with it (any format).")],
-    arch: Arch = None,
-    input_ids: Annotated[Optional[str], typer.Option(
-        "--input-ids", help='Token ids: a JSON file or JSON text, e.g. "[[1, 2, 3], [4, 5]]".')] = None,
-    text: Annotated[Optional[list[str]], typer.Option(
-        "--text", help="Text to encode with the checkpoint's tokenizer.json (repeat for a batch).")] = None,
-    batch: Annotated[int, typer.Option("--batch", help="Sequences in the default batch.")] = 2,
-    seq_len: Annotated[int, typer.Option("--seq-len", help="Tokens per default sequence (capped by the model).")] = 128,
-    device: Annotated[str, typer.Option("--device", help="cpu | cuda, for both sides.")] = "cpu",
-    device_a: Annotated[Optional[str], typer.Option("--device-a", help="Device for side A only.")] = None,
-    device_b: Annotated[Optional[str], typer.Option("--device-b", help="Device for side B only.")] = None,
-    runtime_a: Runtime = "auto",
-    runtime_b: Runtime = "auto",
-    atol: Annotated[Optional[float], typer.Option(
-        "--atol", help="Absolute cap on the max abs error of logits (off by default).")] = None,
-    min_top1: Annotated[Optional[float], typer.Option("--min-top1", help="Minimum top-1 agreement.")] = None,
-    max_kl: Annotated[Optional[float], typer.Option("--max-kl", help="Maximum mean KL divergence (nats).")] = None,
-    max_nmse: Annotated[Optional[float], typer.Option("--max-nmse", help="Maximum NMSE of any output.")] = None,
-    max_rel_error: Annotated[Optional[float], typer.Option(
-        "--max-rel-error", help="Maximum of max|a-b| / max|a| for any output.")] = None,
-    hidden_nmse: Annotated[Optional[float], typer.Option(
-        "--hidden-nmse", help="Hidden-state NMSE above which a layer counts as diverging.")] = None,
-    no_layers: Annotated[bool, typer.Option("--no-layers", help="Skip the per-layer comparison.")] = False,
-    require_reference: Annotated[bool, typer.Option(
-        "--require-reference", help="Fail unless each side runs in its format's reference runtime.")] = False,
-    decode_steps: Annotated[int, typer.Option(
-        "--decode-steps", help="Also generate N tokens with each side's key/value cache and compare every step.")
-    ] = 0,
-    max_memory: Annotated[Optional[str], typer.Option(
-        "--max-memory", help="Memory each side may hold, e.g. 6GB: llmstd-torch streams one layer at a time, "
-                             "transformers offloads through accelerate (models larger than memory).")] = None,
-    device_map: Annotated[Optional[str], typer.Option(
-        "--device-map", help="auto | balanced | balanced_low_0 | sequential: accelerate places a transformers "
-                             "side, spread over every GPU with --device cuda.")] = None,
-    json_path: Annotated[Optional[Path], typer.Option(
-        "--json", help="Also write the report as JSON to this file ('-': stdout, tables go to stderr).")] = None,
-) -> None:
-    """Run A and B in their own runtimes on the same tokens and compare outputs and hidden states.
-
-    Exits 1 when any output is out of tolerance (the report names the first diverging layer).
-    """
+def check(args: argparse.Namespace) -> int | None:
+    """Run A and B in their own runtimes on the same tokens and compare outputs and hidden states."""
     from llmstd.checking import check as run_check
 
-    skip_tensorflow_import([a, b], [runtime_a, runtime_b])
-    overrides = {k: v for k, v in {"logits_max_abs": atol, "min_top1": min_top1, "max_kl": max_kl,
-                                   "max_nmse": max_nmse, "max_rel_error": max_rel_error,
-                                   "hidden_nmse": hidden_nmse}.items() if v is not None}
-    report = run_check(a, b, arch=arch, input_ids=input_ids, text=text, batch=batch, seq_len=seq_len, device=device,
-                       device_a=device_a, device_b=device_b, runtime_a=runtime_a, runtime_b=runtime_b,
-                       tolerance=overrides or None, hidden_states=not no_layers,
-                       require_reference=require_reference, decode_steps=decode_steps, max_memory=max_memory,
-                       device_map=device_map)
+    from rich.console import Console
+
+    skip_tensorflow_import([args.a, args.b], [args.runtime_a, args.runtime_b])
+    overrides = {k: v for k, v in {"logits_max_abs": args.atol, "min_top1": args.min_top1, "max_kl": args.max_kl,
+                                   "max_nmse": args.max_nmse, "max_rel_error": args.max_rel_error,
+                                   "hidden_nmse": args.hidden_nmse}.items() if v is not None}
+    report = run_check(args.a, args.b, arch=args.arch, input_ids=args.input_ids, text=args.text, batch=args.batch,
+                       seq_len=args.seq_len, device=args.device, device_a=args.device_a, device_b=args.device_b,
+                       runtime_a=args.runtime_a, runtime_b=args.runtime_b, tolerance=overrides or None,
+                       hidden_states=not args.no_layers, require_reference=args.require_reference,
+                       decode_steps=args.decode_steps, max_memory=args.max_memory, device_map=args.device_map)
+    json_path = args.json_path
     to_stdout = json_path is not None and str(json_path) == "-"
     render(report, Console(highlight=False, stderr=to_stdout))
     if json_path is not None:
         if to_stdout:
-            typer.echo(report.to_json())
+            sys.stdout.write(report.to_json() + "\n")
         else:
             json_path.write_text(report.to_json() + "\n", encoding="utf-8")
-    if not report.passed:
-        raise typer.Exit(EXIT_FAILURE)
+    return None if report.passed else EXIT_FAILURE

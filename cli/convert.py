@@ -2,79 +2,77 @@
 
 from __future__ import annotations
 
+import argparse
+import sys
 from pathlib import Path
-from typing import Annotated, Optional
 
-import typer
 from llmstd.cli.errors import handle_errors
-from llmstd.cli.options import Arch, Json, print_json
-from rich.console import Console
-from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-)
+from llmstd.cli.options import add_arch, add_json, print_json
 
 import llmstd
 
 
-def _targets() -> str:
+def add_parser(commands: argparse._SubParsersAction) -> None:
     from llmstd import formats
 
-    return ", ".join(sorted(formats.names()))
-
-
-TARGETS = _targets()
+    parser = commands.add_parser("convert", help="Convert a checkpoint to another format through the canonical format.",
+                                 description="Convert a checkpoint to another format through the canonical format.")
+    parser.add_argument("src", type=Path, help="Source checkpoint (directory or file).")
+    parser.add_argument("dst", type=Path, help="Destination directory (created atomically).")
+    parser.add_argument("--to", default="canonical", metavar="FORMAT",
+                        help=f"Target format: {', '.join(sorted(formats.names()))} (default: canonical).")
+    add_arch(parser)
+    parser.add_argument("--dtype", default="keep", help="keep | float32 | float16 | bfloat16 (default: keep).")
+    parser.add_argument("--shard-size", metavar="SIZE", help="Largest shard, e.g. 2GB or 500MB (default: one file; 5GB for hf).")
+    parser.add_argument("--weights", default="safetensors", metavar="CONTAINER", help="Container for --to hf: safetensors | bin.")
+    parser.add_argument("--onnx-package", default="plain", metavar="KIND",
+                        help="For --to onnx: plain | genai (adds genai_config.json for onnxruntime-genai).")
+    parser.add_argument("--experts", default="per-expert", metavar="LAYOUT",
+                        help="Mixture-of-experts layout for --to hf: per-expert (transformers' default save) | packed "
+                             "(transformers 5 save_original_format=False).")
+    parser.add_argument("--accept-difference", action="append", default=[], metavar="FIELD",
+                        help="For --to keras-hub: a canonical config field (e.g. activation) whose value the target "
+                             "backbone computes differently, accepted by name; repeatable.")
+    parser.add_argument("--force", action="store_true", help="Allow casts that overflow to inf or flush to zero.")
+    parser.add_argument("--overwrite", action="store_true", help="Replace an existing destination atomically.")
+    add_json(parser)
+    parser.set_defaults(run=convert)
 
 
 @handle_errors
-def convert(
-    src: Annotated[Path, typer.Argument(help="Source checkpoint (directory or file).")],
-    dst: Annotated[Path, typer.Argument(help="Destination directory (created atomically).")],
-    to: Annotated[str, typer.Option("--to", help=f"Target format: {TARGETS}.")] = "canonical",
-    arch: Arch = None,
-    dtype: Annotated[str, typer.Option("--dtype", help="keep | float32 | float16 | bfloat16.")] = "keep",
-    shard_size: Annotated[Optional[str], typer.Option(
-        "--shard-size", help="Largest shard, e.g. 2GB or 500MB (default: one file; 5GB for hf).")] = None,
-    weights: Annotated[str, typer.Option(
-        "--weights", help="Container for --to hf: safetensors | bin.")] = "safetensors",
-    onnx_package: Annotated[str, typer.Option(
-        "--onnx-package", help="For --to onnx: plain | genai (adds genai_config.json for onnxruntime-genai).")
-    ] = "plain",
-    experts: Annotated[str, typer.Option(
-        "--experts", help="Mixture-of-experts layout for --to hf: per-expert (transformers' default save) | packed "
-                          "(transformers 5 save_original_format=False).")] = "per-expert",
-    accept_difference: Annotated[Optional[list[str]], typer.Option(
-        "--accept-difference", help="For --to keras-hub: a canonical config field (e.g. activation) whose value "
-                                    "the target backbone computes differently, accepted by name; repeatable.")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Allow casts that overflow to inf or flush to zero.")] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing destination atomically.")] = False,
-    json_out: Json = False,
-) -> None:
+def convert(args: argparse.Namespace) -> None:
     """Convert a checkpoint to another format through the canonical format."""
-    console = Console(stderr=True)
-    if json_out or not console.is_terminal:
-        report = llmstd.convert(src, dst, to=to, arch=arch, dtype=dtype, shard_size=shard_size, weights=weights,
-                                onnx_package=onnx_package, experts=experts, force=force, overwrite=overwrite,
-                                accept_differences=accept_difference or ())
+    options = dict(to=args.to, arch=args.arch, dtype=args.dtype, shard_size=args.shard_size, weights=args.weights,
+                   onnx_package=args.onnx_package, experts=args.experts, force=args.force, overwrite=args.overwrite,
+                   accept_differences=args.accept_difference)
+    if args.json_out or not sys.stderr.isatty():
+        report = llmstd.convert(args.src, args.dst, **options)
     else:
-        with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
-                      console=console, transient=True) as bar:
-            task = bar.add_task("converting", total=None)
-
-            def progress(name: str, nbytes: int, total: int) -> None:
-                bar.update(task, advance=nbytes, total=total, description=name[-40:])
-
-            report = llmstd.convert(src, dst, to=to, arch=arch, dtype=dtype, shard_size=shard_size,
-                                    weights=weights, onnx_package=onnx_package, experts=experts, force=force,
-                                    overwrite=overwrite, accept_differences=accept_difference or (),
-                                    progress=progress)
-    if json_out:
+        report = _convert_with_progress_bar(args.src, args.dst, options)
+    if args.json_out:
         print_json(report.to_dict())
         return
+    _print_report(report)
+
+
+def _convert_with_progress_bar(src: Path, dst: Path, options: dict) -> llmstd.ConversionReport:
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
+                  console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("converting", total=None)
+
+        def progress(name: str, nbytes: int, total: int) -> None:
+            bar.update(task, advance=nbytes, total=total, description=name[-40:])
+
+        return llmstd.convert(src, dst, progress=progress, **options)
+
+
+def _print_report(report: llmstd.ConversionReport) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+
     out = Console(highlight=False)
     out.print(f"[green]converted[/] {report.source} ({report.source_format}, {report.container}, "
               f"{report.architecture}) -> {report.destination} ({report.target_format})")

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
-from typing import Annotated
 
-import typer
 from llmstd.cli.errors import handle_errors
-from llmstd.cli.options import Arch, Json, print_json
-from rich.console import Console
-from rich.table import Table
+from llmstd.cli.options import add_arch, add_json, print_json
 
 import llmstd
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    about = "Show a checkpoint's container, dialect, architecture, canonical config and tensors."
+    parser = commands.add_parser("inspect", help=about, description=about)
+    parser.add_argument("path", type=Path, help="Checkpoint directory or file.")
+    add_arch(parser)
+    add_json(parser)
+    parser.set_defaults(run=inspect)
 
 
 def _size(n: int) -> str:
@@ -23,16 +29,15 @@ def _size(n: int) -> str:
 
 
 @handle_errors
-def inspect(
-    path: Annotated[Path, typer.Argument(help="Checkpoint directory or file.")],
-    arch: Arch = None,
-    json_out: Json = False,
-) -> None:
+def inspect(args: argparse.Namespace) -> None:
     """Show a checkpoint's container, dialect, architecture, canonical config and tensors."""
-    report = llmstd.inspect(path, arch=arch)
-    if json_out:
+    report = llmstd.inspect(args.path, arch=args.arch)
+    if args.json_out:
         print_json(report.to_dict())
         return
+    from rich.console import Console
+    from rich.table import Table
+
     out = Console(highlight=False)
     out.print(f"[bold]{report.path}[/]")
     out.print(f"  format {report.format}, container {report.container}, dialect {report.dialect}, "

@@ -2,30 +2,43 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import argparse
 
-import typer
 from llmstd.cli.errors import handle_errors
-from llmstd.cli.options import Json, print_json
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
+from llmstd.cli.options import add_json, print_json
 
 from llmstd import maps as naming_maps
 
-app = typer.Typer(help="List and show the naming maps (one per architecture).", no_args_is_help=True)
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    about = "List and show the naming maps (one per architecture)."
+    group = commands.add_parser("maps", help=about, description=about)
+    group.set_defaults(usage_of=group)
+    maps_commands = group.add_subparsers(title="commands", metavar="COMMAND")
+    about = "List the architectures llmstd has naming maps for."
+    listing = maps_commands.add_parser("list", help=about, description=about)
+    add_json(listing)
+    listing.set_defaults(run=list_maps)
+    about = "Show every canonical tensor of one architecture with its name and transforms per dialect."
+    showing = maps_commands.add_parser("show", help=about, description=about)
+    showing.add_argument("arch", help="Architecture name, e.g. llama.")
+    add_json(showing)
+    showing.set_defaults(run=show)
 
 
-@app.command("list")
 @handle_errors
-def list_maps(json_out: Json = False) -> None:
+def list_maps(args: argparse.Namespace) -> None:
     """List the architectures llmstd has naming maps for."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
     rows = []
     for arch in naming_maps.available():
         nmap = naming_maps.load(arch)
         rows.append({"architecture": arch, "dialects": list(nmap.dialects), "model_types": list(nmap.model_types),
                      "description": nmap.description, "file": str(nmap.path)})
-    if json_out:
+    if args.json_out:
         print_json(rows)
         return
     table = Table()
@@ -36,11 +49,14 @@ def list_maps(json_out: Json = False) -> None:
     Console(highlight=False).print(table)
 
 
-@app.command("show")
 @handle_errors
-def show(arch: Annotated[str, typer.Argument(help="Architecture name, e.g. llama.")], json_out: Json = False) -> None:
+def show(args: argparse.Namespace) -> None:
     """Show every canonical tensor of one architecture with its name and transforms per dialect."""
-    nmap = naming_maps.load(arch)
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    nmap = naming_maps.load(args.arch)
     entries = []
     for entry in nmap.entries:
         entries.append({
@@ -65,7 +81,7 @@ def show(arch: Annotated[str, typer.Argument(help="Architecture name, e.g. llama
         "refused": {k: {"reason": r.reason, "allowed": list(r.allow)} for k, r in sorted(nmap.keys.items())
                     if not r.harmless},
     }
-    if json_out:
+    if args.json_out:
         print_json({"architecture": nmap.architecture, "file": str(nmap.path), "extends": list(nmap.extends),
                     "model_types": list(nmap.model_types), "config_fields": fields, "config_keys": config_keys,
                     **({"rope_4x": nmap.rope_4x} if nmap.rope_4x else {}), "tensors": entries,

@@ -1,15 +1,20 @@
-"""Option definitions shared by several commands, so each flag is spelled and documented once."""
+"""Options shared by several commands, so each flag is spelled and documented once."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
-from typing import Annotated, Any, Optional
+from typing import Any
 
-import typer
 
-Arch = Annotated[Optional[str], typer.Option("--arch", help="Architecture name (default: detected from the source).")]
-Json = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout instead of tables.")]
+def add_arch(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--arch", help="Architecture name (default: detected from the source).")
+
+
+def add_json(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", dest="json_out", action="store_true",
+                        help="Print the result as JSON on stdout instead of tables.")
 
 
 def print_json(data: Any) -> None:

@@ -173,3 +173,12 @@ def test_debug_shows_traceback(tmp_path: Path) -> None:
     result = run_cli("--debug", "inspect", tmp_path / "does-not-exist")
     assert result.returncode != 0
     assert "Traceback" in result.stderr and "DetectionError" in result.stderr
+
+
+def test_check_help_names_every_runtime() -> None:
+    """The CLI spells the runtimes without importing the checker; they must be the checker's own."""
+    from llmstd.checking.runtimes import RUNTIMES
+
+    from llmstd.cli.check import RUNTIMES as listed
+
+    assert listed.split(" | ") == list(RUNTIMES)

@@ -51,10 +51,10 @@ def test_import_llmstd_is_light() -> None:
                                   ["--version"]])
 def test_cli_without_frameworks(argv: list[str]) -> None:
     code = f"""
-        from llmstd.cli.main import app
+        from llmstd.cli.main import main
         try:
-            app({argv!r}, standalone_mode=False, prog_name="llmstd")
-        except SystemExit as exc:
+            assert main({argv!r}) == 0
+        except SystemExit as exc:  # --help and --version exit from argparse
             assert exc.code in (0, None), exc.code
     """
     assert _heavy_modules_after(code) == []
@@ -83,14 +83,11 @@ def test_safetensors_conversions_without_frameworks(tiny, tmp_path: Path, kind: 
 def test_cli_conversion_without_frameworks(tiny, tmp_path: Path) -> None:
     src = tiny.hf_dir("gpt2", "safetensors")
     code = f"""
-        from llmstd.cli.main import app
+        from llmstd.cli.main import main
         for argv in (["convert", {str(src)!r}, {str(tmp_path / "c")!r}, "--to", "canonical", "--json"],
                      ["convert", {str(tmp_path / "c")!r}, {str(tmp_path / "h")!r}, "--to", "hf"],
                      ["inspect", {str(tmp_path / "h")!r}, "--json"]):
-            try:
-                app(argv, standalone_mode=False, prog_name="llmstd")
-            except SystemExit as exc:
-                assert exc.code in (0, None), exc.code
+            assert main(argv) == 0, argv
     """
     assert _heavy_modules_after(code) == []
     assert (tmp_path / "h" / "model.safetensors").is_file()
@@ -138,10 +135,10 @@ def test_ml_dtypes_is_imported_only_for_its_types(tiny, tiny_gpt2_dir: Path, tmp
         return "ML_DTYPES=True" in result.stdout
 
     cli = """
-        from llmstd.cli.main import app
+        from llmstd.cli.main import main
         try:
-            app({argv!r}, standalone_mode=False, prog_name="llmstd")
-        except SystemExit as exc:
+            assert main({argv!r}) == 0
+        except SystemExit as exc:  # --help and --version exit from argparse
             assert exc.code in (0, None), exc.code
     """
     assert not loaded(cli.format(argv=["--version"]))
@@ -170,3 +167,19 @@ def test_version_loads_nothing_but_llmstd_itself() -> None:
     result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [f"llmstd {llmstd.__version__}", "LOADED="], result.stdout
+
+
+def test_cli_json_conversion_needs_no_presentation_library(tiny_gpt2_dir: Path, tmp_path: Path) -> None:
+    """A scripted conversion (``--json``, as CI and the benchmark run it) imports neither rich nor a CLI
+    framework: their imports were a third of every command's start-up."""
+    code = f"""
+        import contextlib, io, sys
+        from llmstd.cli.main import main
+        with contextlib.redirect_stdout(io.StringIO()):
+            assert main(["convert", {str(tiny_gpt2_dir)!r}, {str(tmp_path / "c")!r}, "--to", "canonical", "--json"]) == 0
+        print("LOADED=" + ",".join(sorted({{m.split(".")[0] for m in sys.modules}} & {{"rich", "typer", "click", "pydantic"}})))
+    """
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "LOADED=", result.stdout
+    assert (tmp_path / "c" / "canonical.safetensors").is_file()
