@@ -62,7 +62,7 @@ LARGER_THAN_MEMORY = {"llama-7b": "6GB"}
 FAULT_LAYER = 17
 # The scale issue's targets (sections written before 2026-12-02 17:00 UTC checked 1.5x and 2.5x).
 WALL_TARGET = {"canonical": 1.3, "hf": 1.3, "tf-h5": 2.0, "onnx": 2.0, "keras-hub": 2.0}
-FORMATS = ("canonical", "tf-h5", "tf-ckpt", "onnx", "keras-hub")
+FORMATS = ("canonical", "tf-h5", "onnx", "keras-hub")
 HF_ROUTE_LABELS = {"tf-h5": "Hugging Face route -> tf-h5",
                    "onnx": "torch.onnx.export (dynamo) of the transformers model",
                    "keras-hub": "KerasHub route: <Task>.from_preset(HF dir) + save_to_preset"}
