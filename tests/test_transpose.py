@@ -27,7 +27,7 @@ def _same(a: np.ndarray, b: np.ndarray) -> bool:
 
 # monkeypatch.context() undoes each example's change, so sharing the fixture across examples is safe.
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(rows=st.integers(1, 3 * transpose.TILE_ROWS + 5), cols=st.integers(1, 1100),
+@given(rows=st.integers(1, 3 * transpose.STRIP_ROWS + 5), cols=st.integers(1, 1100),
        dtype=st.sampled_from(DTYPES), threaded=st.booleans(), seed=st.integers(0, 2**32 - 1))
 def test_matches_numpy_bit_for_bit(rows: int, cols: int, dtype: np.dtype, threaded: bool, seed: int,
                                    monkeypatch: pytest.MonkeyPatch) -> None:
@@ -63,4 +63,21 @@ def test_writes_into_out_and_checks_it() -> None:
 def test_non_contiguous_input() -> None:
     base = _random(64, 2100, np.dtype(np.float16), 11)
     x = base[::3, 5::2]
+    assert _same(transpose2d(x), np.ascontiguousarray(x.T))
+
+
+@pytest.mark.parametrize("rows, cols, dtype, aliased", [
+    (300, 2048, np.dtype(ml_dtypes.bfloat16), True),  # rows 4 KiB apart: staged
+    (300, 1536, np.dtype(np.float32), True),  # 6 KiB: two offsets modulo 4 KiB
+    (600, 2816, np.dtype(ml_dtypes.bfloat16), False),  # 5.5 KiB: four offsets
+    (600, 1000, np.dtype(np.float32), False),
+])
+@pytest.mark.parametrize("threaded", [False, True])
+@pytest.mark.parametrize("staging_bytes", [transpose.STAGING_BYTES, 3 * 4096])  # 128 staged rows, or 1 or 3
+def test_strips_and_staged_strips_are_exact(rows: int, cols: int, dtype: np.dtype, aliased: bool, threaded: bool,
+                                            staging_bytes: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    x = _random(rows, cols, dtype, rows + cols)
+    assert transpose.rows_alias(x) == aliased
+    monkeypatch.setattr(transpose, "PARALLEL_MIN_BYTES", 0 if threaded else 1 << 62)
+    monkeypatch.setattr(transpose, "STAGING_BYTES", staging_bytes)
     assert _same(transpose2d(x), np.ascontiguousarray(x.T))
