@@ -1,23 +1,28 @@
-"""CRC-32C (Castagnoli) in numpy, and the "masked" form TensorFlow stores in checkpoints.
+"""CRC-32C (Castagnoli), and the "masked" form TensorFlow stores in checkpoints.
 
-tf.train checkpoints checksum every tensor and every index block with CRC-32C. Reading them must
-not import TensorFlow, and no crc32c package is a dependency, so this module computes it itself:
-bytes are split into many equal lanes whose CRCs advance together in vectorised numpy steps
-(one table lookup per byte per lane), then the lane CRCs are merged pairwise with the standard
-GF(2) "combine" operator (CRC of A||B from CRC(A), CRC(B) and len(B)). That runs at hundreds of
-MB/s, where a byte-at-a-time Python loop manages about one. ``google_crc32c`` is used instead when
-it happens to be installed.
+tf.train checkpoints checksum every tensor and every index block with CRC-32C, so reading or writing
+one hashes every byte of the model. ``google_crc32c`` (a dependency; its C implementation uses the
+CPU's CRC instruction, ~11 GB/s on one core here) computes it, fed in 16 MiB chunks so that a large
+tensor is never copied whole. Where only its pure-Python fallback is installed (a platform without a
+wheel), numpy computes it instead, without TensorFlow: bytes are split into many equal lanes whose
+CRCs advance together in vectorised numpy steps (one table lookup per byte per lane), then the lane
+CRCs are merged pairwise with the standard GF(2) "combine" operator (CRC of A||B from CRC(A), CRC(B)
+and len(B)). That runs at ~0.25 GB/s, where a byte-at-a-time Python loop manages about 1 MB/s; a
+1.1B-parameter bfloat16 model took 10 s to convert to or from tf-ckpt with it, against 2 s for
+copying its files.
 """
 
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import numpy as np
 
 _POLY = 0x82F63B78  # Castagnoli polynomial, bit-reflected
 _MASK_DELTA = 0xA282EAD8  # TensorFlow/LevelDB's mask constant
 _MIN_VECTOR = 4096  # below this many bytes the plain loop is faster than setting up lanes
+_NATIVE_CHUNK = 16 << 20  # bytes per google_crc32c call (each call needs its own bytes object)
 
 
 def _make_table() -> np.ndarray:
@@ -124,23 +129,28 @@ def _vector_crc(data: np.ndarray) -> int:
 
 
 @functools.lru_cache(maxsize=1)
-def _native() -> object | None:
+def _native() -> Any | None:
+    """google_crc32c when its C implementation is installed (its pure-Python fallback is slower
+    than numpy's lanes)."""
     try:
-        import google_crc32c  # type: ignore[import-not-found]
+        import google_crc32c  # type: ignore[import-untyped]
     except ImportError:
         return None
-    return google_crc32c
+    return google_crc32c if google_crc32c.implementation == "c" else None
 
 
 def value(data: bytes | bytearray | memoryview | np.ndarray) -> int:
     """The CRC-32C of ``data``."""
-    native = _native()
     if isinstance(data, np.ndarray):
         buf = np.ascontiguousarray(data).reshape(-1).view(np.uint8)
     else:
         buf = np.frombuffer(memoryview(data).cast("B"), dtype=np.uint8)
+    native = _native()
     if native is not None:
-        return int(native.value(buf.tobytes()))  # type: ignore[attr-defined]
+        crc = 0
+        for start in range(0, buf.size, _NATIVE_CHUNK):
+            crc = native.extend(crc, buf[start:start + _NATIVE_CHUNK].tobytes())
+        return int(crc)
     if buf.size < _MIN_VECTOR:
         return _update_scalar(0xFFFFFFFF, buf.tobytes()) ^ 0xFFFFFFFF
     return _vector_crc(buf)

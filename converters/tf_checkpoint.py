@@ -30,7 +30,7 @@ from llmstd.converters import crc32c
 
 from llmstd import dtypes, timing
 from llmstd.errors import FormatError
-from llmstd.tensors import FileSliceTensor, LazyTensor
+from llmstd.tensors import FileSliceTensor, LazyTensor, stream, write_streamed
 
 INDEX_SUFFIX = ".index"
 MAGIC = 0xDB4775248B80FB57  # LevelDB/TensorFlow table magic number
@@ -539,7 +539,7 @@ def _write_table(path: Path, items: Sequence[tuple[bytes, bytes]]) -> None:
 
 def write_checkpoint(prefix: Path, tensors: Sequence[tuple[str, LazyTensor]], *,
                      progress: Progress | None = None) -> list[Path]:
-    """Write ``prefix.index`` and ``prefix.data-00000-of-00001``, loading one tensor at a time.
+    """Write ``prefix.index`` and ``prefix.data-00000-of-00001``, holding at most two loaded tensors.
 
     Returns the files written. Names must be unique; they are stored sorted, as the table requires.
     """
@@ -550,27 +550,29 @@ def write_checkpoint(prefix: Path, tensors: Sequence[tuple[str, LazyTensor]], *,
         raise FormatError(f"tensor names written twice: {', '.join(dupes)}", file=prefix)
     if "" in names:
         raise FormatError("a tensor may not have the empty name (it is reserved for the bundle header)", file=prefix)
+    for name, tensor in tensors:
+        if tensor.dtype.name not in TF_DTYPE_OF:
+            raise FormatError(f"dtype {tensor.dtype.name} has no TensorFlow equivalent", tensor=name, file=prefix)
     data_path = prefix.parent / data_file_name(prefix.name, 0, 1)
     entries: list[tuple[bytes, bytes]] = []
     offset = 0
     with open(data_path, "wb") as fh:
-        for name, tensor in tensors:
-            if tensor.dtype.name not in TF_DTYPE_OF:
-                raise FormatError(f"dtype {tensor.dtype.name} has no TensorFlow equivalent", tensor=name, file=prefix)
-            with timing.phase("compute"):  # (this writer loads on the converting thread)
-                array = np.asarray(tensor.load())
-            if not array.flags.c_contiguous:  # np.ascontiguousarray would turn a scalar into shape (1,)
-                array = array.copy(order="C")
+        # The next tensor loads on a second thread while this one is checksummed and written; every
+        # tensor is loaded (a file slice as a mapped view), since its bytes must be checksummed.
+        for name, tensor, array in stream(list(tensors)):
+            array = np.asarray(array)
             if tuple(array.shape) != tuple(tensor.shape):
                 raise FormatError(f"tensor loaded as {array.shape}, declared {tensor.shape}", tensor=name)
-            raw = array.reshape(-1).view(np.uint8)
             if array.dtype.byteorder == ">":  # TensorFlow writes little-endian bundles (the header says so)
-                raw = array.astype(array.dtype.newbyteorder("<")).reshape(-1).view(np.uint8)
-            fh.write(raw.data)
+                array = array.astype(array.dtype.newbyteorder("<"))
+            # np.ascontiguousarray would turn a scalar into shape (1,): same bytes, other shape
+            raw = (array if array.flags.c_contiguous else array.copy(order="C")).reshape(-1).view(np.uint8)
+            with timing.phase("checksum"):
+                checksum = crc32c.mask(crc32c.value(raw))
+            write_streamed(fh, data_path, name, tensor, array)
             size = int(raw.size)
             entries.append((name.encode("utf-8"),
-                            _encode_entry(TF_DTYPE_OF[tensor.dtype.name], tensor.shape, offset, size,
-                                          crc32c.mask(crc32c.value(raw)))))
+                            _encode_entry(TF_DTYPE_OF[tensor.dtype.name], tensor.shape, offset, size, checksum)))
             offset += size
             if progress:
                 progress(name, size)

@@ -253,12 +253,19 @@ def test_converting_a_damaged_checkpoint_fails_cleanly(tmp_path: Path, tfstore) 
     assert not (tmp_path / "out").exists()
 
 
-def test_crc32c_known_values() -> None:
+@pytest.mark.parametrize("native", [True, False], ids=["google_crc32c", "numpy-lanes"])
+def test_crc32c_known_values(native: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    if native:
+        assert crc32c._native() is not None, "google-crc32c (a dependency) is not installed with its C implementation"
+        monkeypatch.setattr(crc32c, "_NATIVE_CHUNK", 4096 + 7)  # many chunks, boundaries mid-word
+    else:
+        monkeypatch.setattr(crc32c, "_native", lambda: None)
     assert crc32c.value(b"123456789") == 0xE3069283
     assert crc32c.value(b"") == 0
     rng = np.random.default_rng(3)
     big = rng.integers(0, 256, 300_001, dtype=np.uint8)
     assert crc32c.value(big) == crc32c._update_scalar(0xFFFFFFFF, big.tobytes()) ^ 0xFFFFFFFF
+    assert crc32c.value(big[1:].reshape(1000, 300)) == crc32c._update_scalar(0xFFFFFFFF, big[1:].tobytes()) ^ 0xFFFFFFFF
     assert crc32c.unmask(crc32c.mask(0x12345678)) == 0x12345678
 
 
