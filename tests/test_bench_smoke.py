@@ -21,6 +21,7 @@ def test_benchmark_smoke(tmp_path: Path) -> None:
     text = results.read_text()
     assert "| cp -r |" in text
     assert "| llmstd HF -> canonical |" in text and "| llmstd canonical -> HF |" in text
+    assert "| llmstd HF -> tf-ckpt |" in text and "| llmstd tf-ckpt -> HF |" in text
     assert "Targets:" in text and "peak RSS" in text
     # every conversion row says where its time went
     assert "- llmstd HF -> canonical: where the time goes (s, medians): start-up, imports and exit " in text
