@@ -11,11 +11,12 @@ from typing import TYPE_CHECKING
 
 from llmstd.cli.errors import EXIT_FAILURE, handle_errors
 from llmstd.cli.options import add_arch
+from llmstd.runtime_names import RUNTIMES as RUNTIME_NAMES
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-RUNTIMES = "auto | transformers | llmstd-torch | transformers-tf | llmstd-tf | onnxruntime | keras-hub"
+RUNTIMES = " | ".join(RUNTIME_NAMES)
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:

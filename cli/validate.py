@@ -36,13 +36,13 @@ def validate(args: argparse.Namespace) -> int | None:
     report = run_validate(args.path, arch=args.arch, against=args.against, manifest=args.manifest,
                           write_manifest_to=True if args.write_manifest else None,
                           check_options={"device": args.device})
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
-
     if args.json_out:
         print_json(report.to_dict())
     else:
+        from rich.console import Console
+        from rich.markup import escape
+        from rich.table import Table
+
         out = Console(highlight=False)
         out.print(f"[bold]{escape(report.path)}[/]  {report.format or '?'}/{report.container or '?'}, "
                   f"{report.architecture or '?'}, {report.tensors} canonical tensors checked")
@@ -67,5 +67,7 @@ def validate(args: argparse.Namespace) -> int | None:
                    else f"[bold red]invalid[/]: {len(report.errors)} error(s), {len(report.warnings)} warning(s)")
         out.print(verdict)
     if args.write_manifest and not report.passed:
+        from rich.console import Console
+
         Console(stderr=True, highlight=False).print("[red]manifest not written: the checkpoint has errors[/]")
     return None if report.passed else EXIT_FAILURE

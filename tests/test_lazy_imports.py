@@ -47,8 +47,8 @@ def test_import_llmstd_is_light() -> None:
     assert _heavy_modules_after("import llmstd, llmstd.converters, llmstd.maps, llmstd.transforms") == []
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["convert", "--help"], ["maps", "list"], ["maps", "show", "llama"],
-                                  ["--version"]])
+@pytest.mark.parametrize("argv", [["--help"], ["convert", "--help"], ["check", "--help"], ["maps", "list"],
+                                  ["maps", "show", "llama"], ["--version"]])
 def test_cli_without_frameworks(argv: list[str]) -> None:
     code = f"""
         from llmstd.cli.main import main
@@ -169,14 +169,15 @@ def test_version_loads_nothing_but_llmstd_itself() -> None:
     assert result.stdout.splitlines() == [f"llmstd {llmstd.__version__}", "LOADED="], result.stdout
 
 
-def test_cli_json_conversion_needs_no_presentation_library(tiny_gpt2_dir: Path, tmp_path: Path) -> None:
-    """A scripted conversion (``--json``, as CI and the benchmark run it) imports neither rich nor a CLI
-    framework: their imports were a third of every command's start-up."""
+def test_cli_json_commands_need_no_presentation_library(tiny_gpt2_dir: Path, tmp_path: Path) -> None:
+    """A scripted conversion or validation (``--json``, as CI and the benchmark run them) imports
+    neither rich nor a CLI framework: their imports were a third of every command's start-up."""
     code = f"""
         import contextlib, io, sys
         from llmstd.cli.main import main
         with contextlib.redirect_stdout(io.StringIO()):
             assert main(["convert", {str(tiny_gpt2_dir)!r}, {str(tmp_path / "c")!r}, "--to", "canonical", "--json"]) == 0
+            assert main(["validate", {str(tmp_path / "c")!r}, "--json"]) == 0
         print("LOADED=" + ",".join(sorted({{m.split(".")[0] for m in sys.modules}} & {{"rich", "typer", "click", "pydantic"}})))
     """
     result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=120)

@@ -28,10 +28,10 @@ from llmstd.checkpoint import Checkpoint
 from llmstd.config import CanonicalConfig
 from llmstd.conversion import load
 from llmstd.errors import LlmstdError, MissingDependencyError, require
+from llmstd.runtime_names import RUNTIMES
 from llmstd.runtimes import torch_model as tm
 from llmstd.runtimes.torch_model import RunOutput
 
-RUNTIMES = ("auto", "transformers", "llmstd-torch", "transformers-tf", "llmstd-tf", "onnxruntime", "keras-hub")
 DEVICES = ("cpu", "cuda")
 
 
