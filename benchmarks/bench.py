@@ -81,8 +81,8 @@ class Row:
     speeds: list[float] = field(default_factory=list)
     runs: list[Sample] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    #: for a model larger than the free disk allows: outputs removed once this row has run (the
-    #: forward conversion's output goes after the conversion back has read it)
+    #: outputs removed once this row has run (the forward conversion's output goes after the
+    #: conversion back has read it)
     frees: tuple[Path, ...] = ()
     #: `llmstd convert --json` reports' timings (llmstd.timing), one per run
     timings: list[dict[str, float]] = field(default_factory=list)
@@ -206,9 +206,12 @@ def bench_shape(shape: str, workdir: Path, runs: int, with_hf: bool, with_check:
             row.runs.append(run_once(row.command, env))
             if "--json" in row.command and row.command[1] == "convert":
                 row.timings.append(json.loads(row.runs[-1].stdout)["timings"])
-            if shape in LARGER_THAN_MEMORY:  # several times the free disk space: outputs go once read
-                for path in row.frees:
-                    shutil.rmtree(path, ignore_errors=True)
+            # Outputs go once read, so every round starts from the disk and page cache of the first (which
+            # has no other outputs about; when they were kept, later rounds of the 1.1B llama had ~20 GB of
+            # them about, and its HF -> canonical took 1.91 s in round 1 and 3.29 s in round 5), and a
+            # model several times the free disk fits.
+            for path in row.frees:
+                shutil.rmtree(path, ignore_errors=True)
             if row.speed_report is not None:
                 row.speeds.append(json.loads(row.speed_report.read_text())["decode_tokens_per_second"])
             print(f"  [{round_no}/{runs}] {row.label:55s} {row.runs[-1].seconds:8.2f} s "
