@@ -9,13 +9,14 @@ view element by element; how fast that runs depends on the cache, so the copy is
   rows then fill many cache lines at a time;
 - rows whose starts fall on fewer than four distinct offsets modulo 4 KiB (the span of the L1
   cache's sets: row lengths that are multiples of 2 KiB, such as 2048 or 4096 bfloat16 columns)
-  evict one another when many are read at once. Such a strip is first copied (contiguously, which
-  is cheap) into a staging buffer whose rows are 64 bytes longer, and transposed from there;
-- measured on one core (best of three), GB/s, strips of 16 rows / 256 rows / 128 rows staged: bfloat16
-  [5632, 2048] 1.01 / 0.68 / 2.29, [4096, 4096] 1.46 / 0.68 / 2.56, [32000, 2048] 1.45 / 0.64 /
-  2.65; bfloat16 [2048, 5632] 0.92 / 1.57 / 1.49, [2048, 32000] 1.00 / 2.04 / 1.52, [4096, 11008]
-  1.18 / 2.04 / 1.81; float32 [1024, 3072] 2.50 / 1.32 / 3.71 (aliased), [1024, 2816] 2.03 / 3.14 /
-  3.57;
+  evict one another when many are read at once. Such rows are first copied 128 at a time
+  (contiguously, which is cheap) into a staging buffer whose rows are 64 bytes longer, and
+  transposed from there;
+- measured on one core (best of three), GB/s, strips of 16 rows / 256 rows / 128 rows staged:
+  bfloat16 [5632, 2048] 1.01 / 0.68 / 2.29, [4096, 4096] 1.46 / 0.68 / 2.56, [32000, 2048] 1.45 /
+  0.64 / 2.65 (these rows alias); bfloat16 [2048, 5632] 0.92 / 1.57 / 1.49, [2048, 32000] 1.00 /
+  2.04 / 1.52, [4096, 11008] 1.18 / 2.04 / 1.81; float32 [1024, 3072] 2.50 / 1.32 / 3.71 (aliased),
+  [1024, 2816] 2.03 / 3.14 / 3.57;
 - elements are copied as unsigned integers of their width: numpy then uses its own copy loops
   instead of calling a custom dtype's element copy (bfloat16 via ml_dtypes copies ~25% slower);
 - a large matrix is split into bands of rows copied on several threads (numpy releases the GIL
