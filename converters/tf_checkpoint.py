@@ -561,15 +561,14 @@ def write_checkpoint(prefix: Path, tensors: Sequence[tuple[str, LazyTensor]], *,
         # tensor is loaded (a file slice as a mapped view), since its bytes must be checksummed.
         for name, tensor, array in stream(list(tensors)):
             array = np.asarray(array)
-            if tuple(array.shape) != tuple(tensor.shape):
-                raise FormatError(f"tensor loaded as {array.shape}, declared {tensor.shape}", tensor=name)
             if array.dtype.byteorder == ">":  # TensorFlow writes little-endian bundles (the header says so)
                 array = array.astype(array.dtype.newbyteorder("<"))
-            # np.ascontiguousarray would turn a scalar into shape (1,): same bytes, other shape
-            raw = (array if array.flags.c_contiguous else array.copy(order="C")).reshape(-1).view(np.uint8)
+            if not array.flags.c_contiguous:  # np.ascontiguousarray would turn a scalar into shape (1,)
+                array = array.copy(order="C")
+            write_streamed(fh, data_path, name, tensor, array)  # refuses an array not as declared
+            raw = array.reshape(-1).view(np.uint8)
             with timing.phase("checksum"):
                 checksum = crc32c.mask(crc32c.value(raw))
-            write_streamed(fh, data_path, name, tensor, array)
             size = int(raw.size)
             entries.append((name.encode("utf-8"),
                             _encode_entry(TF_DTYPE_OF[tensor.dtype.name], tensor.shape, offset, size, checksum)))

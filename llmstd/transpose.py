@@ -72,10 +72,10 @@ def rows_per_step(x: np.ndarray) -> int:
     return max(1, min(STAGED_ROWS, STAGING_BYTES // max(1, x.shape[1] * x.itemsize)))
 
 
-def _copy_band(x: np.ndarray, out: np.ndarray, first: int, stop: int) -> None:
-    """``out[:, first:stop] = x[first:stop].T``, a strip of rows at a time."""
-    step = rows_per_step(x)
-    if not rows_alias(x):
+def _copy_band(x: np.ndarray, out: np.ndarray, first: int, stop: int, step: int, staged: bool) -> None:
+    """``out[:, first:stop] = x[first:stop].T``, ``step`` rows at a time, through a staging buffer
+    when ``staged``."""
+    if not staged:
         for i in range(first, stop, step):
             end = min(i + step, stop)
             out[:, i:end] = x[i:end].T
@@ -102,17 +102,17 @@ def transpose2d(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     bits = _AS_BITS.get(x.dtype.itemsize)
     if bits is not None:  # same bytes, native copy loops
         x, out = x.view(bits), out.view(bits)
-    step = rows_per_step(x)
+    step, staged = rows_per_step(x), rows_alias(x)
     threads = _threads() if x.nbytes >= PARALLEL_MIN_BYTES else 1
     if threads == 1 or rows < 2 * step:
-        _copy_band(x, out, 0, rows)
+        _copy_band(x, out, 0, rows, step, staged)
         return result
     band = -(-rows // threads)
     band += -band % step  # bands start on step boundaries
     helpers = _helpers()
-    pending: list[Future[None]] = [helpers.submit(_copy_band, x, out, start, min(start + band, rows))
+    pending: list[Future[None]] = [helpers.submit(_copy_band, x, out, start, min(start + band, rows), step, staged)
                                    for start in range(band, rows, band)]
-    _copy_band(x, out, 0, min(band, rows))  # the calling thread copies the first band itself
+    _copy_band(x, out, 0, min(band, rows), step, staged)  # the calling thread copies the first band itself
     for done in pending:
         done.result()
     return result
