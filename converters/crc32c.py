@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-import numpy as np
+from llmstd.lazy_numpy import np
 
 _POLY = 0x82F63B78  # Castagnoli polynomial, bit-reflected
 _MASK_DELTA = 0xA282EAD8  # TensorFlow/LevelDB's mask constant
@@ -25,23 +25,22 @@ _MIN_VECTOR = 4096  # below this many bytes the plain loop is faster than settin
 _NATIVE_CHUNK = 16 << 20  # bytes per google_crc32c call (each call needs its own bytes object)
 
 
-def _make_table() -> np.ndarray:
-    table = np.zeros(256, dtype=np.uint32)
+@functools.cache
+def _table() -> list[int]:
+    """The byte-at-a-time lookup table, built on first use (a tf.train write through google_crc32c
+    never needs it)."""
+    table = []
     for n in range(256):
         c = n
         for _ in range(8):
             c = (c >> 1) ^ _POLY if c & 1 else c >> 1
-        table[n] = c
+        table.append(c)
     return table
-
-
-_TABLE = _make_table()
-_TABLE_LIST = [int(x) for x in _TABLE]
 
 
 def _update_scalar(crc: int, data: bytes | memoryview) -> int:
     """Advance the raw (pre-inverted) register over ``data`` one byte at a time."""
-    table = _TABLE_LIST
+    table = _table()
     for b in bytes(data):
         crc = table[(crc ^ b) & 0xFF] ^ (crc >> 8)
     return crc
@@ -112,8 +111,9 @@ def _vector_crc(data: np.ndarray) -> int:
     per_lane = total // lanes
     body = data[: lanes * per_lane].reshape(lanes, per_lane).T.copy()  # row k = byte k of every lane
     crc = np.full(lanes, 0xFFFFFFFF, dtype=np.uint32)
+    table = np.array(_table(), dtype=np.uint32)
     for row in body:
-        crc = _TABLE[(crc ^ row) & 0xFF] ^ (crc >> 8)
+        crc = table[(crc ^ row) & 0xFF] ^ (crc >> 8)
     crc ^= np.uint32(0xFFFFFFFF)
     # Merge neighbouring lanes pairwise: CRC(A||B) = shift(CRC(A), len B) ^ CRC(B).
     seg = per_lane

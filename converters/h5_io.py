@@ -31,10 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from llmstd import dtypes, timing
 from llmstd.errors import FormatError, MissingDependencyError, UnsafeInputError
+from llmstd.lazy_numpy import np
 from llmstd.tensors import FileSliceTensor, LazyTensor, is_plain_slice, stream, write_streamed
 
 HDF5_OBJECT_HEADER_LIMIT = 64512  # tf_keras' limit for one attribute

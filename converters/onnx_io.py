@@ -28,11 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from llmstd import dtypes, timing
 from llmstd.dtypes import DType
 from llmstd.errors import FormatError, UnsafeInputError, require
+from llmstd.lazy_numpy import np
 from llmstd.tensors import (ArrayTensor, FileSliceTensor, LazyTensor, is_plain_slice, require_declared, stream,
                             write_streamed)
 
@@ -68,7 +67,7 @@ _TYPED_FIELD: dict[str, str] = {
     # 16- and 8-bit floats travel as their bit patterns in int32_data.
     "float16": "int32_data", "bfloat16": "int32_data", "float8_e4m3fn": "int32_data", "float8_e5m2": "int32_data",
 }
-_BITS_VIEW = {"float16": np.uint16, "bfloat16": np.uint16, "float8_e4m3fn": np.uint8, "float8_e5m2": np.uint8}
+_BITS_VIEW = {"float16": "uint16", "bfloat16": "uint16", "float8_e4m3fn": "uint8", "float8_e5m2": "uint8"}
 
 
 def onnx_module() -> Any:

@@ -25,11 +25,11 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 from llmstd.converters import crc32c
 
 from llmstd import dtypes, timing
 from llmstd.errors import FormatError
+from llmstd.lazy_numpy import np
 from llmstd.tensors import FileSliceTensor, LazyTensor, stream, write_streamed
 
 INDEX_SUFFIX = ".index"

@@ -31,10 +31,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from llmstd.dtypes import BY_NAME, DType
 from llmstd.errors import FormatError, OutputError, UnsafeInputError
+from llmstd.lazy_numpy import np
 from llmstd.tensors import DerivedTensor, FileSliceTensor, LazyTensor
 
 __all__ = ["read_torch_checkpoint", "write_torch_checkpoint"]

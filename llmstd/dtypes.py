@@ -2,9 +2,10 @@
 plus the one guarded cast used everywhere a dtype changes.
 
 numpy has no bfloat16 or float8; ml_dtypes supplies them, so bf16 tensors move as bf16 bytes and
-never detour through float32 unless a cast is requested. ml_dtypes is imported the first time one
-of its types is needed: importing it costs more than the rest of llmstd's start-up (0.7 s for
-ml_dtypes 0.7.0), and ``llmstd --help`` or a float32 conversion never needs it.
+never detour through float32 unless a cast is requested. A dtype's numpy type is looked up the first
+time it is needed, and numpy (see llmstd.lazy_numpy) and ml_dtypes are imported then: ml_dtypes
+costs more than the rest of llmstd's start-up (0.7 s for 0.7.0), numpy a third of it, and
+``llmstd --help`` or a conversion made of kernel copies needs neither (sizes come from ``itemsize``).
 """
 
 from __future__ import annotations
@@ -12,33 +13,33 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-import numpy as np
-
 from llmstd.errors import CastError, FormatError
+from llmstd.lazy_numpy import np
 
 #: dtypes numpy lacks, supplied by ml_dtypes under the same attribute names.
 _ML_DTYPES = ("bfloat16", "float8_e4m3fn", "float8_e5m2")
 
 
 @functools.cache
-def _ml_dtype(name: str) -> np.dtype:
-    import ml_dtypes
+def _numpy_dtype(name: str) -> np.dtype:
+    if name in _ML_DTYPES:
+        import ml_dtypes
 
-    return np.dtype(getattr(ml_dtypes, name))
+        return np.dtype(getattr(ml_dtypes, name))
+    return np.dtype(name)
 
 
 @dataclass(frozen=True)
 class DType:
-    name: str  # canonical spelling, also torch's attribute name
+    name: str  # canonical spelling, also torch's and numpy's (ml_dtypes') attribute name
     safetensors: str
     #: bytes per element, known without numpy's type, so that sizes and byte ranges (every header
-    #: read, every kernel copy) never import ml_dtypes
+    #: read, every kernel copy) import neither numpy nor ml_dtypes
     itemsize: int
-    native: np.dtype | None = None  # numpy's own type; None for the ml_dtypes ones
 
     @property
     def numpy(self) -> np.dtype:
-        return self.native if self.native is not None else _ml_dtype(self.name)
+        return _numpy_dtype(self.name)
 
     @property
     def is_float(self) -> bool:
@@ -46,25 +47,24 @@ class DType:
 
 
 _ALL = [
-    DType("float64", "F64", 8, np.dtype(np.float64)),
-    DType("float32", "F32", 4, np.dtype(np.float32)),
-    DType("float16", "F16", 2, np.dtype(np.float16)),
+    DType("float64", "F64", 8),
+    DType("float32", "F32", 4),
+    DType("float16", "F16", 2),
     DType("bfloat16", "BF16", 2),
     DType("float8_e4m3fn", "F8_E4M3", 1),
     DType("float8_e5m2", "F8_E5M2", 1),
-    DType("int64", "I64", 8, np.dtype(np.int64)),
-    DType("int32", "I32", 4, np.dtype(np.int32)),
-    DType("int16", "I16", 2, np.dtype(np.int16)),
-    DType("int8", "I8", 1, np.dtype(np.int8)),
-    DType("uint64", "U64", 8, np.dtype(np.uint64)),
-    DType("uint32", "U32", 4, np.dtype(np.uint32)),
-    DType("uint16", "U16", 2, np.dtype(np.uint16)),
-    DType("uint8", "U8", 1, np.dtype(np.uint8)),
-    DType("bool", "BOOL", 1, np.dtype(np.bool_)),
+    DType("int64", "I64", 8),
+    DType("int32", "I32", 4),
+    DType("int16", "I16", 2),
+    DType("int8", "I8", 1),
+    DType("uint64", "U64", 8),
+    DType("uint32", "U32", 4),
+    DType("uint16", "U16", 2),
+    DType("uint8", "U8", 1),
+    DType("bool", "BOOL", 1),
 ]
 BY_NAME = {d.name: d for d in _ALL}
 BY_SAFETENSORS = {d.safetensors: d for d in _ALL}
-_BY_NATIVE = {d.native: d for d in _ALL if d.native is not None}
 
 #: dtypes a user may ask a conversion to produce (``--dtype``).
 CAST_TARGETS = ("float32", "float16", "bfloat16")
@@ -79,13 +79,12 @@ def dtype(name: str) -> DType:
 
 def from_numpy(np_dtype: np.dtype) -> DType:
     native = np.dtype(np_dtype).newbyteorder("=")
-    if native in _BY_NATIVE:
-        return _BY_NATIVE[native]
-    # An array of an ml_dtypes type means ml_dtypes is loaded already: comparing costs nothing.
-    for name in _ML_DTYPES:
-        if native == _ml_dtype(name):
-            return BY_NAME[name]
-    raise FormatError(f"numpy dtype {np_dtype} has no llmstd equivalent")
+    # numpy and ml_dtypes name their types as llmstd does; the comparison refuses a foreign type
+    # that merely shares a name. An array of an ml_dtypes type means ml_dtypes is loaded already.
+    found = BY_NAME.get(native.name)
+    if found is None or found.numpy != native:
+        raise FormatError(f"numpy dtype {np_dtype} has no llmstd equivalent")
+    return found
 
 
 @dataclass(frozen=True)

@@ -11,12 +11,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-import numpy as np
-
 from llmstd import transforms, vocab
 from llmstd.config import CanonicalConfig
 from llmstd.errors import MappingError, name_list
 from llmstd.findings import Findings, refuse, refuse_each
+from llmstd.lazy_numpy import np
 from llmstd.maps import DialectName, Entry, NamingMap, has_expert_placeholder
 from llmstd.tensors import DerivedTensor, LazyTensor, concat, same_bytes
 

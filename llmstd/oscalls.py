@@ -5,7 +5,6 @@ starting writeback early; plus the number of cores this process may run on."""
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import functools
 import os
@@ -17,8 +16,12 @@ _SYNC_FILE_RANGE_WRITE = 2  # linux/fs.h
 
 @functools.lru_cache(maxsize=1)
 def _libc() -> ctypes.CDLL | None:
-    name = ctypes.util.find_library("c")
-    return ctypes.CDLL(name, use_errno=True) if name else None
+    # The process's own symbols, which include the C library's: no search for libc's file name
+    # (ctypes.util.find_library imports subprocess and may run ldconfig).
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except (OSError, TypeError):  # a platform without dlopen(NULL)
+        return None
 
 
 def exchange(a: os.PathLike[str] | str, b: os.PathLike[str] | str) -> bool:

@@ -9,9 +9,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from llmstd.errors import ConfigError
+from llmstd.lazy_numpy import np
 
 
 #: The canonical ``rope_scaling`` schema: for each rope type transformers 5 defines and llmstd

@@ -15,11 +15,10 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
-import numpy as np
-
 from llmstd import timing
 from llmstd.dtypes import DType
 from llmstd.errors import FormatError
+from llmstd.lazy_numpy import np
 from llmstd.oscalls import sync_file_range
 
 

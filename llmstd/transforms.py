@@ -15,9 +15,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from llmstd import expr
+from llmstd.lazy_numpy import np
 from llmstd.transpose import transpose2d
 
 Shape = tuple[int, ...]

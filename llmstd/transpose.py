@@ -29,8 +29,7 @@ import math
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 
-import numpy as np
-
+from llmstd.lazy_numpy import np
 from llmstd.oscalls import usable_cores
 
 STRIP_ROWS = 256
@@ -40,7 +39,7 @@ CACHE_SET_SPAN = 4096  # bytes: addresses this far apart share an L1 set (64 set
 STAGING_PAD = 64  # bytes added to each staged row: one cache line, so staged rows spread over the sets
 PARALLEL_MIN_BYTES = 4 * 1024 * 1024  # below this, starting threads costs more than it saves
 MAX_THREADS = 8
-_AS_BITS = {1: np.dtype(np.uint8), 2: np.dtype(np.uint16), 4: np.dtype(np.uint32), 8: np.dtype(np.uint64)}
+_AS_BITS = {1: "uint8", 2: "uint16", 4: "uint32", 8: "uint64"}  # unsigned integers of each width
 
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()

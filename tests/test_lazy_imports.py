@@ -119,38 +119,47 @@ def test_api_functions_stay_functions_after_their_modules_are_imported() -> None
     assert _heavy_modules_after(code) is not None
 
 
-def test_ml_dtypes_is_imported_only_for_its_types(tiny, tiny_gpt2_dir: Path, tmp_path: Path) -> None:
-    """ml_dtypes costs more start-up than the rest of llmstd (0.7 s for 0.7.0): ``--version``,
-    ``--help``, a float32 conversion and a bfloat16 one made of kernel copies run without it; a
-    bfloat16 cast loads it."""
+def test_numpy_and_ml_dtypes_are_imported_only_for_arrays(tiny, tiny_gpt2_dir: Path, tmp_path: Path) -> None:
+    """numpy costs ~0.08 s of start-up and ml_dtypes up to 0.7 s (0.7.0): ``--version``, ``--help``
+    and a bfloat16 conversion made of kernel copies (headers, sizes and byte ranges need neither)
+    run without both; a float32 conversion that transposes loads numpy but not ml_dtypes; a bfloat16
+    cast loads both."""
     probe = textwrap.dedent('''
         import sys
-        print("ML_DTYPES=" + str("ml_dtypes" in sys.modules))
+        print("LOADED=" + ",".join(sorted({m.split(".")[0] for m in sys.modules} & {"numpy", "ml_dtypes"})))
     ''')
 
-    def loaded(code: str) -> bool:
+    def loaded(code: str) -> str:
         result = subprocess.run([sys.executable, "-c", textwrap.dedent(code) + probe], capture_output=True, text=True,
                                 timeout=120)
         assert result.returncode == 0, result.stderr
-        return "ML_DTYPES=True" in result.stdout
+        (line,) = [line for line in result.stdout.splitlines() if line.startswith("LOADED=")]
+        return line.removeprefix("LOADED=")
 
     cli = """
+        import contextlib, io
         from llmstd.cli.main import main
-        try:
-            assert main({argv!r}) == 0
-        except SystemExit as exc:  # --help and --version exit from argparse
-            assert exc.code in (0, None), exc.code
+        with contextlib.redirect_stdout(io.StringIO()):
+            for argv in {argvs!r}:
+                try:
+                    assert main(argv) == 0, argv
+                except SystemExit as exc:  # --help and --version exit from argparse
+                    assert exc.code in (0, None), exc.code
     """
-    assert not loaded(cli.format(argv=["--version"]))
-    assert not loaded(cli.format(argv=["--help"]))
-    assert not loaded(f"import llmstd; llmstd.convert({str(tiny_gpt2_dir)!r}, {str(tmp_path / 'a')!r}, to='canonical')")
-    assert loaded(f"import llmstd; llmstd.convert({str(tiny_gpt2_dir)!r}, {str(tmp_path / 'b')!r}, to='canonical', "
-                  "dtype='bfloat16')")
-    # A bfloat16 Llama moves HF <-> canonical by kernel copies: sizes and byte ranges need no bf16 type.
+    assert loaded(cli.format(argvs=[["--version"]])) == ""
+    assert loaded(cli.format(argvs=[["--help"]])) == ""
+    # A bfloat16 Llama moves HF <-> canonical by kernel copies, as `llmstd convert` runs it.
     bf16 = tmp_path / "llama-bf16"
     llmstd.convert(tiny.hf_dir("llama"), bf16, to="hf", dtype="bfloat16")
-    assert not loaded(f"import llmstd; llmstd.convert({str(bf16)!r}, {str(tmp_path / 'c')!r}, to='canonical'); "
-                      f"llmstd.convert({str(tmp_path / 'c')!r}, {str(tmp_path / 'd')!r}, to='hf')")
+    copies = [["convert", str(bf16), str(tmp_path / "c"), "--to", "canonical", "--json"],
+              ["convert", str(tmp_path / "c"), str(tmp_path / "d"), "--to", "hf", "--json"]]
+    assert loaded(cli.format(argvs=copies)) == ""
+    assert (tmp_path / "d" / "model.safetensors").read_bytes() == (bf16 / "model.safetensors").read_bytes()
+    # GPT-2's Conv1D kernels are transposed on the way to canonical: arrays, but no bfloat16.
+    assert loaded(f"import llmstd; llmstd.convert({str(tiny_gpt2_dir)!r}, {str(tmp_path / 'a')!r}, "
+                  "to='canonical')") == "numpy"
+    assert loaded(f"import llmstd; llmstd.convert({str(tiny_gpt2_dir)!r}, {str(tmp_path / 'b')!r}, to='canonical', "
+                  "dtype='bfloat16')") == "ml_dtypes,numpy"
 
 
 def test_version_loads_nothing_but_llmstd_itself() -> None:

@@ -28,7 +28,6 @@ from __future__ import annotations
 import datetime
 import math
 from collections.abc import Mapping
-from importlib import metadata as pkg_metadata
 from pathlib import Path
 from typing import Any
 
@@ -377,6 +376,9 @@ def _side_files(path: Path, read_files: list[Path]) -> SideFiles:
 
 
 def _version(dist: str, fallback: str) -> str:
+    # importlib.metadata pulls in the email package (~15 ms): only a preset being written needs it.
+    from importlib import metadata as pkg_metadata
+
     try:
         return pkg_metadata.version(dist)
     except pkg_metadata.PackageNotFoundError:
