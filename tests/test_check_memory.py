@@ -65,6 +65,14 @@ def test_check_within_max_memory_offloads_transformers_and_passes(dirs: dict[str
     assert len(report.layers) == KWARGS["num_hidden_layers"] + 1
 
 
+def test_decoding_within_max_memory_reports_the_placement_once(dirs: dict[str, Path]) -> None:
+    # --decode-steps loads the transformers side a second time; its notes say where it went once.
+    report = check(dirs["hf"], dirs["canonical"], max_memory=TIGHT, decode_steps=3)
+    assert report.passed, report.summary()
+    placement = [n for n in report.a.notes if "accelerate" in n]
+    assert len(placement) == 2 and len(set(placement)) == 2, report.a.notes
+
+
 def test_a_fault_is_localised_within_max_memory(dirs: dict[str, Path], tmp_path: Path) -> None:
     import safetensors
     from safetensors.numpy import save_file

@@ -60,6 +60,11 @@ class Side:
     def in_reference(self) -> bool:
         return self.reference is not None and self.runtime == self.reference
 
+    def note(self, text: str) -> None:
+        """Add a note to the report once: the side's model is loaded again for --decode-steps."""
+        if text not in self.notes:
+            self.notes.append(text)
+
     def reference_statement(self) -> str:
         """How this side ran, in words, for the verdict: in its reference runtime or not, and why."""
         if self.in_reference:
@@ -353,7 +358,7 @@ def load_transformers(side: Side) -> tuple[Any, Any, str, str]:
         # went (transformers records no map when they all went to one device)
         placed = getattr(model, "hf_device_map", None) or {"": str(next(model.parameters()).device)}
         counts = collections.Counter(str(d) for d in placed.values())
-        side.notes.append("accelerate placed the modules: " + ", ".join(f"{n} on {d}" for d, n in sorted(counts.items())))
+        side.note("accelerate placed the modules: " + ", ".join(f"{n} on {d}" for d, n in sorted(counts.items())))
     return model.eval(), transformers, cls_name, device
 
 
@@ -384,8 +389,8 @@ def _placement_options(side: Side, device: str) -> dict[str, Any]:
     # Safetensors weights are read in place; the folder is for any that are not, and goes at exit.
     folder = tempfile.mkdtemp(prefix="llmstd-offload-")
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
-    side.notes.append(f"transformers through accelerate: {budget / 2**20:.0f} MiB of weights in memory, the rest "
-                      "read from the checkpoint's files when used")
+    side.note(f"transformers through accelerate: {budget / 2**20:.0f} MiB of weights in memory, the rest "
+               "read from the checkpoint's files when used")
     return {"device_map": strategy, "max_memory": memory, "offload_folder": folder}
 
 
