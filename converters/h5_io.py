@@ -342,7 +342,7 @@ def write_h5(path: Path, layers: Sequence[tuple[str, Sequence[tuple[str, LazyTen
 
     HDF5 writes the structure only: each dataset is created contiguous, with its space allocated at
     once and never filled, and its file offset noted. The tensor bytes then go straight to those
-    offsets, plain file slices kernel to kernel and others one at a time while the next loads --
+    offsets, plain file slices file to file and others one at a time while the next loads --
     h5py's own write path would load every tensor and copy it through the HDF5 library. The file is
     fsynced before returning.
     """
@@ -372,7 +372,7 @@ def write_h5(path: Path, layers: Sequence[tuple[str, Sequence[tuple[str, LazyTen
 
 def fill_placed(path: Path, placed: Sequence[tuple[str, LazyTensor, int]], progress: Progress | None) -> None:
     """Write each (name, tensor, offset) of a file whose datasets :func:`allocate` laid out, plain
-    file slices kernel to kernel and others one at a time while the next loads; fsync the file."""
+    file slices file to file and others one at a time while the next loads; fsync the file."""
     with open(path, "r+b") as fh:
         streamed = stream([(name, tensor) for name, tensor, _ in placed], copyable=is_plain_slice)
         for (name, tensor, array), (_, _, offset) in zip(streamed, placed):

@@ -385,7 +385,7 @@ def write(
 
     ``model`` is not modified: a copy receives the initializers. With ``external`` every entry goes
     to one ``<path>.data`` file beside the model, streamed one tensor at a time (plain file slices
-    are copied kernel to kernel); otherwise the entries are embedded as ``raw_data``. ``metadata``
+    are copied file to file); otherwise the entries are embedded as ``raw_data``. ``metadata``
     becomes the model's ``metadata_props``; a callable is evaluated after the tensors are written
     (so a caller can record values computed meanwhile, such as source hashes).
     """

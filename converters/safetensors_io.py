@@ -149,7 +149,7 @@ def write_file(
 ) -> None:
     """Stream ``entries`` into a new safetensors file at ``path``, one tensor in memory at a time.
 
-    Tensors that are plain byte ranges of another file are copied kernel-to-kernel without passing
+    Tensors that are plain byte ranges of another file are copied file to file without passing
     through Python. ``metadata_reserve`` leaves room to rewrite the metadata later in place
     (:func:`rewrite_metadata`), e.g. to record source hashes computed while writing.
     """

@@ -2,7 +2,7 @@
 
 Importing numpy costs ~0.08 s, a third of a conversion's start-up, and a conversion between
 safetensors formats whose tensors are plain byte ranges never touches an array: headers are JSON,
-sizes come from the dtype table, bytes move kernel to kernel. The modules on that path (tensors,
+sizes come from the dtype table, bytes move file to file. The modules on that path (tensors,
 dtypes, transforms, the container readers) take ``np`` from here instead of importing numpy, so
 only the conversions that load an array pay for it.
 

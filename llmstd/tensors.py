@@ -7,6 +7,7 @@ tracks the largest tensor rather than the model.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import math
 import mmap
@@ -19,7 +20,7 @@ from llmstd import timing
 from llmstd.dtypes import DType
 from llmstd.errors import FormatError
 from llmstd.lazy_numpy import np
-from llmstd.oscalls import sync_file_range
+from llmstd.oscalls import in_page_cache, sync_file_range
 
 
 class LazyTensor:
@@ -137,15 +138,58 @@ class FileSliceTensor(LazyTensor):
         return piece
 
     def copy_to(self, out_fd: int) -> None:
-        """Copy this tensor's bytes into ``out_fd`` at its current position, kernel to kernel."""
+        """Copy this tensor's bytes into ``out_fd`` at its current position without loading them,
+        one window of the source at a time, each the faster of two ways for where it is:
+
+        - already in the page cache: mapped and written from the mapping, one copy from page cache to
+          page cache. On this project's ext4 machine (kernel 6.18) that copied a 985 MB shard in
+          0.21-0.25 s of CPU, against 0.32-0.41 s for ``copy_file_range``, whose splice path fills
+          the destination one 4 KiB page per step, and 0.31-0.34 s for ``pread`` into a buffer then
+          ``write`` (two copies);
+        - not (wholly) in the cache, or where the system cannot tell: ``copy_file_range``, whose reads
+          get the kernel's sequential readahead. Faulting a cold mapping in reads around each fault
+          instead: 2 GB took 6.1 s that way against 1.6 s.
+        """
+        offset, end = self.offset, self.offset + self.nbytes
         with open(self.path, "rb") as src:
-            remaining, offset = self.nbytes, self.offset
-            while remaining:
-                sent = os.copy_file_range(src.fileno(), out_fd, remaining, offset)
-                if sent == 0:
-                    raise FormatError("file ended while copying tensor bytes", file=self.path, offset=offset)
-                remaining -= sent
-                offset += sent
+            fd = src.fileno()
+            while offset < end:
+                base = offset - offset % mmap.ALLOCATIONGRANULARITY
+                stop = min(base + _COPY_WINDOW, end)
+                if in_page_cache(fd, base, stop - base):
+                    written = _write_mapped(fd, out_fd, base, offset, stop)
+                else:
+                    written = os.copy_file_range(fd, out_fd, stop - offset, offset)
+                if written == 0:
+                    raise FormatError(f"file ended while copying tensor bytes (it is now {os.fstat(fd).st_size} "
+                                      "bytes)", file=self.path, offset=offset,
+                                      hint="the file changed during the conversion; convert again once it is complete")
+                offset += written
+
+
+#: Bytes of a source file copied per step by :meth:`FileSliceTensor.copy_to` (a multiple of
+#: mmap.ALLOCATIONGRANULARITY); mapped 4, 16 and 64 MiB windows copied equally fast.
+_COPY_WINDOW = 16 * 1024 * 1024
+#: Fault a window's pages in when it is mapped rather than one 4 KiB page at a time.
+_POPULATE = getattr(mmap, "MAP_POPULATE", 0)
+
+
+def _write_mapped(src_fd: int, out_fd: int, base: int, offset: int, stop: int) -> int:
+    """Write bytes ``[offset, stop)`` of ``src_fd`` to ``out_fd`` from a mapping of ``[base, stop)``;
+    the count written, 0 once the source has shrunk below them. Only the kernel touches the mapping,
+    so a file truncated meanwhile makes ``write`` fail or come up short instead of raising SIGBUS in
+    this process."""
+    try:
+        window = mmap.mmap(src_fd, stop - base, flags=mmap.MAP_SHARED | _POPULATE, prot=mmap.PROT_READ, offset=base)
+    except ValueError:  # the window runs past the end of the file
+        return 0
+    with window, memoryview(window) as view, view[offset - base:] as chunk:
+        try:
+            return os.write(out_fd, chunk)
+        except OSError as exc:
+            if exc.errno != errno.EFAULT:  # EFAULT: the mapped pages are gone (truncated)
+                raise
+            return 0
 
 
 class DerivedTensor(LazyTensor):
@@ -178,7 +222,7 @@ class DerivedTensor(LazyTensor):
 class ConcatTensor(LazyTensor):
     """Tensors laid end to end in C order, as one tensor of ``shape`` (experts packed into one, q|k|v
     fused): the inverse of :meth:`LazyTensor.part`. Loading holds the result and one part; when every
-    part is a plain file slice, writers copy the parts kernel to kernel and hold none."""
+    part is a plain file slice, writers copy the parts file to file and hold none."""
 
     def __init__(self, parts: Sequence[LazyTensor], shape: Sequence[int], description: str) -> None:
         self.parts = tuple(parts)
@@ -268,7 +312,7 @@ def require_declared(array: np.ndarray, tensor: LazyTensor, path: Path, name: st
 def write_streamed(fh: BinaryIO, path: Path, name: str, tensor: LazyTensor, array: np.ndarray | None, *,
                    at: int | None = None) -> None:
     """Write one tensor yielded by :func:`stream` into ``fh`` (the file at ``path``) at byte ``at``,
-    or at the end: a plain file slice (``array`` None) kernel to kernel, otherwise the array after
+    or at the end: a plain file slice (``array`` None) file to file, otherwise the array after
     checking it is what the tensor declared. Writeback of a large tensor starts at once (without
     dropping it from the page cache), so the final fsync has little left to wait for and dirty data
     does not pile up."""

@@ -10,9 +10,10 @@ provenance sha256 of the source files). Interpreter start-up and imports happen 
 conversion starts and are not in ``wall``.
 
 Phases: ``read source`` (open the source: headers, config, map), ``wait for compute`` (the writer
-idle until the loader has the next tensor), ``copy`` (plain byte ranges, kernel to kernel),
+idle until the loader has the next tensor), ``copy`` (plain byte ranges, file to file),
 ``write`` (computed arrays), ``writeback`` (starting the disk writes of a large tensor),
-``fsync``, ``wait for hashes``, ``lay out`` (HDF5 creating a weights file's structure), ``write
+``fsync``, ``hash after writing`` (source files no background thread had started when the writer
+finished, hashed by the writer), ``wait for hashes``, ``lay out`` (HDF5 creating a weights file's structure), ``write
 graph`` (an ONNX graph serialised), ``finish`` (the staging directory fsynced and renamed into place). The
 tf.train writer loads on the converting thread: its ``compute`` is not overlapped.
 

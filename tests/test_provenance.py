@@ -6,12 +6,15 @@ from __future__ import annotations
 import hashlib
 import json
 import mmap
+import os
+import threading
 from pathlib import Path
 
 import pytest
 
 import llmstd
 from llmstd.converters import safetensors_io
+from llmstd import timing
 from llmstd.formats import common
 
 
@@ -46,3 +49,33 @@ def test_empty_and_odd_sized_files_hash_like_hashlib(tmp_path: Path, monkeypatch
         assert common.sha256_file(path) == hashlib.sha256(data).hexdigest()
     with common.hashing_in_background([tmp_path / "f0", tmp_path / "f1"]) as wait:
         assert list(wait()) == [tmp_path / "f0", tmp_path / "f1"]  # the caller's order, not the size order
+
+
+def test_the_writer_hashes_the_files_no_thread_has_started(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """When the writer asks for the hashes, it hashes the files still queued itself, smallest first,
+    rather than idle while the background thread works through them."""
+    files = {name: tmp_path / name for name in ("small", "big", "mid")}
+    for size, name in enumerate(("small", "mid", "big"), start=1):
+        files[name].write_bytes(os.urandom(size * mmap.ALLOCATIONGRANULARITY + 7))
+    big_started, writer_started = threading.Event(), threading.Event()
+    hashed_by: dict[str, str] = {}
+    real_sha256 = common.sha256_file
+
+    def sha256_file(path: Path) -> str:
+        hashed_by[path.name] = threading.current_thread().name
+        if path.name == "big":  # the thread holds the largest file until the writer has taken another
+            big_started.set()
+            assert writer_started.wait(10)
+        else:
+            writer_started.set()
+        return real_sha256(path)
+
+    monkeypatch.setattr(common, "sha256_file", sha256_file)
+    with timing.collect() as spent, common.hashing_in_background(list(files.values()), workers=1) as wait:
+        assert big_started.wait(10)
+        digests = wait()
+    assert digests == {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in files.values()}
+    assert list(digests) == list(files.values())
+    assert hashed_by["big"].startswith("llmstd-sha256")
+    assert hashed_by["small"] == hashed_by["mid"] == threading.current_thread().name
+    assert "hash after writing" in spent  # the writer's own phase, beside the thread's "hash"
