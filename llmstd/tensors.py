@@ -170,8 +170,15 @@ class FileSliceTensor(LazyTensor):
 #: Bytes of a source file copied per step by :meth:`FileSliceTensor.copy_to` (a multiple of
 #: mmap.ALLOCATIONGRANULARITY); mapped 4, 16 and 64 MiB windows copied equally fast.
 _COPY_WINDOW = 16 * 1024 * 1024
-#: Fault a window's pages in when it is mapped rather than one 4 KiB page at a time.
-_POPULATE = getattr(mmap, "MAP_POPULATE", 0)
+
+
+def map_populated(fd: int, offset: int, length: int) -> mmap.mmap:
+    """A read-only shared mapping of ``[offset, offset + length)`` of the open file, its pages
+    faulted in when it is mapped rather than one 4 KiB page at a time (``MAP_POPULATE`` where the
+    system has it). ``offset`` is a multiple of mmap.ALLOCATIONGRANULARITY; a range past the end of
+    the file raises ValueError."""
+    return mmap.mmap(fd, length, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0), prot=mmap.PROT_READ,
+                     offset=offset)
 
 
 def _write_mapped(src_fd: int, out_fd: int, base: int, offset: int, stop: int) -> int:
@@ -180,7 +187,7 @@ def _write_mapped(src_fd: int, out_fd: int, base: int, offset: int, stop: int) -
     so a file truncated meanwhile makes ``write`` fail or come up short instead of raising SIGBUS in
     this process."""
     try:
-        window = mmap.mmap(src_fd, stop - base, flags=mmap.MAP_SHARED | _POPULATE, prot=mmap.PROT_READ, offset=base)
+        window = map_populated(src_fd, base, stop - base)
     except ValueError:  # the window runs past the end of the file
         return 0
     with window, memoryview(window) as view, view[offset - base:] as chunk:

@@ -13,9 +13,10 @@ Phases: ``read source`` (open the source: headers, config, map), ``wait for comp
 idle until the loader has the next tensor), ``copy`` (plain byte ranges, file to file),
 ``write`` (computed arrays), ``writeback`` (starting the disk writes of a large tensor),
 ``fsync``, ``hash after writing`` (source files no background thread had started when the writer
-finished, hashed by the writer), ``wait for hashes``, ``lay out`` (HDF5 creating a weights file's structure), ``write
-graph`` (an ONNX graph serialised), ``finish`` (the staging directory fsynced and renamed into place). The
-tf.train writer loads on the converting thread: its ``compute`` is not overlapped.
+finished, hashed by the writer), ``wait for hashes``, ``lay out`` (HDF5 creating a weights file's
+structure), ``write graph`` (an ONNX graph serialised), ``finish`` (the staging directory fsynced
+and renamed into place). The tf.train writer loads on the converting thread: its ``compute`` is
+not overlapped.
 
 Collecting costs two clock reads per phase; nothing is kept when no collection is open. The sums
 are per process: two conversions running at once in one process would share them.

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 import llmstd
-from llmstd.converters import safetensors_io
 from llmstd import timing
+from llmstd.converters import safetensors_io
 from llmstd.formats import common
 
 

@@ -7,7 +7,6 @@ import collections
 import contextlib
 import fnmatch
 import hashlib
-import mmap
 import os
 import shutil
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -19,7 +18,7 @@ from llmstd.checkpoint import SideFiles
 from llmstd.converters import safetensors_io, shard_index
 from llmstd.errors import UnsafeInputError
 from llmstd.oscalls import usable_cores
-from llmstd.tensors import LazyTensor
+from llmstd.tensors import LazyTensor, map_populated
 
 # With a file (not a directory) as input, only these files beside it travel: its folder may hold
 # anything. From a checkpoint directory, every file and folder travels except weights (below).
@@ -205,11 +204,9 @@ def sha256_file(path: Path) -> str:
     """sha256 of a file, hashed straight from the page cache through memory maps: ~20% less CPU
     than read() copies. One window is mapped at a time so resident memory stays small."""
     digest = hashlib.sha256()
-    flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)  # populate: no page fault per 4 KB
     with open(path, "rb") as fh:
         size = os.fstat(fh.fileno()).st_size
         for offset in range(0, size, _HASH_WINDOW):
-            length = min(_HASH_WINDOW, size - offset)
-            with mmap.mmap(fh.fileno(), length, flags=flags, prot=mmap.PROT_READ, offset=offset) as window:
+            with map_populated(fh.fileno(), offset, min(_HASH_WINDOW, size - offset)) as window:
                 digest.update(window)
     return digest.hexdigest()
